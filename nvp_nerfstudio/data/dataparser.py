@@ -1,0 +1,104 @@
+"""nerfstudio data parser for a video file or a folder of frames: one orthographic camera per frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, Type
+
+import torch
+from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.plugins.registry_dataparser import DataParserSpecification
+
+from nvp_nerfstudio.data.video import FrameSelection, VideoFrames, VideoInputError, load_video
+
+# Frames lie in the plane z = 0, longest side 1, x right and y up. Each orthographic camera sits at
+# z = 1 looking down -z; nerfstudio puts an orthophoto ray's origin at the pixel's (x, y) on that plane.
+CAMERA_TO_WORLD = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
+
+
+@dataclass
+class VideoDataParserConfig(DataParserConfig):
+    """A video file (anything PyAV decodes) or a folder of frames, or `sample:bikes` for the bundled clip."""
+
+    _target: Type = field(default_factory=lambda: VideoDataParser)
+    data: Path = Path("sample:bikes")
+    """Video file, frame folder (naturally sorted), or sample:bikes / sample:carphone / sample:bigbuckbunny."""
+    split: Literal["fit", "holdout"] = "fit"
+    """`fit`: train and evaluate on every frame (the paper's protocol). `holdout`: every k-th frame is evaluation only."""
+    holdout_every: int = 2
+    """k of the holdout split: frames k-1, 2k-1, ... are held out."""
+    start_frame: int = 0
+    end_frame: Optional[int] = None
+    """First source frame not used (exclusive); None for the end of the video."""
+    stride: int = 1
+    """Keep every n-th source frame."""
+    max_frames: Optional[int] = None
+    downscale: int = 1
+    """Divide width and height by this integer factor (area averaging)."""
+    includes_time: bool = True
+
+
+class VideoDataParser(DataParser):
+    config: VideoDataParserConfig
+
+    def __init__(self, config: VideoDataParserConfig) -> None:
+        super().__init__(config)
+        self._video: Optional[VideoFrames] = None
+
+    @property
+    def video(self) -> VideoFrames:
+        """The selected frames, decoded once however many splits are asked for."""
+        if self._video is None:
+            self._video = self._decode()
+        return self._video
+
+    def _decode(self) -> VideoFrames:
+        config = self.config
+        try:
+            if config.holdout_every < 2:
+                raise VideoInputError(f"holdout_every must be >= 2, got {config.holdout_every}")
+            selection = FrameSelection(config.start_frame, config.end_frame, config.stride, config.max_frames, config.downscale)
+            return load_video(config.data, selection)
+        except VideoInputError as err:
+            raise SystemExit(f"error: {err}") from None
+
+    def frame_indices(self, split: str) -> list[int]:
+        frames = range(self.video.num_frames)
+        if self.config.split == "fit":
+            return list(frames)
+        held_out = [i % self.config.holdout_every == self.config.holdout_every - 1 for i in frames]
+        return [i for i in frames if held_out[i] == (split != "train")]
+
+    def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
+        video = self.video
+        indices = self.frame_indices(split)
+        if not indices:
+            raise SystemExit(f"error: the {split} split of {video.source} is empty: use more frames or split 'fit'")
+        longest = max(video.width, video.height)
+        last = max(video.num_frames - 1, 1)
+        cameras = Cameras(
+            camera_to_worlds=CAMERA_TO_WORLD.expand(len(indices), 3, 4),
+            fx=float(longest),
+            fy=float(longest),
+            cx=video.width / 2.0,
+            cy=video.height / 2.0,
+            width=video.width,
+            height=video.height,
+            camera_type=CameraType.ORTHOPHOTO,
+            times=torch.tensor([[i / last] for i in indices], dtype=torch.float32),
+        )
+        half_width, half_height = video.width / (2 * longest), video.height / (2 * longest)
+        return DataparserOutputs(
+            image_filenames=[Path(f"{video.source}#frame{video.source_indices[i]:06d}") for i in indices],
+            cameras=cameras,
+            scene_box=SceneBox(aabb=torch.tensor([[-half_width, -half_height, -1.0], [half_width, half_height, 1.0]])),
+            metadata={"video": video, "frame_indices": indices},
+        )
+
+
+video_dataparser = DataParserSpecification(
+    config=VideoDataParserConfig(), description="A video file or a folder of frames, one orthographic camera per frame"
+)

@@ -1,0 +1,44 @@
+"""Uniform random (frame, row, column) samples gathered straight from the uint8 video tensor.
+
+Core module: imports only torch.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from jaxtyping import Float, Int, UInt8
+from torch import Tensor
+
+
+class FramePixelSampler:
+    """Draws pixels uniformly over the given frames; colours leave uint8 only for the sampled pixels."""
+
+    def __init__(
+        self,
+        frames: UInt8[Tensor, "num_frames height width 3"],
+        frame_indices: Sequence[int],
+        device: torch.device | str = "cpu",
+        seed: int | None = None,
+    ) -> None:
+        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+        if len(frame_indices) == 0:
+            raise ValueError("no frames to sample from")
+        self.device = torch.device(device)
+        self.frames = frames.to(self.device)  # no copy on CPU; one uint8 copy on a GPU
+        self.frame_indices = torch.as_tensor(list(frame_indices), dtype=torch.int64, device=self.device)
+        self.generator = torch.Generator(device=self.device)
+        if seed is not None:
+            self.generator.manual_seed(seed)
+
+    def sample(self, num: int) -> tuple[Int[Tensor, "num 3"], Float[Tensor, "num 3"]]:
+        """Returns (camera index into frame_indices, row, column) per sample, and its RGB in [0, 1]."""
+        _, height, width, _ = self.frames.shape
+        options = {"device": self.device, "generator": self.generator}
+        camera = torch.randint(len(self.frame_indices), (num,), **options)
+        row = torch.randint(height, (num,), **options)
+        column = torch.randint(width, (num,), **options)
+        rgb = self.frames[self.frame_indices[camera], row, column].float().div_(255.0)
+        return torch.stack([camera, row, column], dim=-1), rgb

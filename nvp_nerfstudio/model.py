@@ -1,0 +1,103 @@
+"""The video model shared by every video field: rays meet the video plane z = 0 at (x, y, t)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple, Type
+
+import torch
+from jaxtyping import Bool, Float
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils import colormaps
+from torch import Tensor
+from torch.nn import Parameter
+from torchmetrics.functional import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from nvp_nerfstudio.fields.base import VideoFieldConfig, VideoShape
+from nvp_nerfstudio.fields.nvp import NVPFieldConfig
+
+
+@dataclass
+class VideoModelConfig(ModelConfig):
+    _target: Type = field(default_factory=lambda: VideoModel)
+    field: VideoFieldConfig = field(default_factory=NVPFieldConfig)
+    """The video field f(x, y, t) -> RGB: the only part that differs between methods."""
+    background_color: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """Colour of rays that miss the video plane (the viewer only)."""
+    enable_collider: bool = False
+    eval_num_rays_per_chunk: int = 1 << 16
+
+
+class VideoModel(Model):
+    config: VideoModelConfig
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        video = self.kwargs["metadata"]["video"]
+        self.video_shape = VideoShape(video.num_frames, video.height, video.width)
+        self.field = self.config.field.setup(shape=self.video_shape)
+        longest = max(video.width, video.height)
+        # World extent of the plane, matching the data parser's cameras (longest side 1).
+        self.plane_size = (video.width / longest, video.height / longest)
+
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        return {"fields": list(self.field.parameters())}
+
+    def plane_coordinates(self, ray_bundle: RayBundle) -> Tuple[Float[Tensor, "n 3"], Bool[Tensor, "n"], Float[Tensor, "n"]]:
+        """(x, y, t) in [0, 1]^3 where each ray meets z = 0, whether it does inside the frame, and at what distance."""
+        origins = ray_bundle.origins.reshape(-1, 3)
+        directions = ray_bundle.directions.reshape(-1, 3)
+        dz = directions[:, 2]
+        parallel = dz.abs() < 1e-9
+        distance = -origins[:, 2] / torch.where(parallel, torch.ones_like(dz), dz)
+        hit = origins + distance[:, None] * directions
+        x = hit[:, 0] / self.plane_size[0] + 0.5
+        y = 0.5 - hit[:, 1] / self.plane_size[1]  # image rows run down, world y up
+        if ray_bundle.times is None:
+            t = torch.zeros_like(x)
+        else:
+            t = ray_bundle.times.reshape(-1).to(x)
+        inside = ~parallel & (distance > 0) & (x >= 0) & (x <= 1) & (y >= 0) & (y <= 1)
+        return torch.stack([x, y, t.clamp(0.0, 1.0)], dim=-1), inside, distance
+
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
+        batch_shape = ray_bundle.origins.shape[:-1]
+        xyt, inside, distance = self.plane_coordinates(ray_bundle)
+        rgb = torch.tensor(self.config.background_color, device=xyt.device).expand(len(xyt), 3)
+        if bool(inside.all()):
+            rgb = self.field(xyt)
+        else:
+            rgb = rgb.clone()
+            rgb[inside] = self.field(xyt[inside])
+        depth = torch.where(inside, distance, torch.zeros_like(distance))
+        return {
+            "rgb": rgb.reshape(*batch_shape, 3),
+            "depth": depth.reshape(*batch_shape, 1),
+            "accumulation": inside.to(rgb.dtype).reshape(*batch_shape, 1),
+        }
+
+    def get_metrics_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        image = batch["image"].to(self.device)
+        return {"psnr": peak_signal_noise_ratio(outputs["rgb"].detach().clamp(0, 1), image, data_range=1.0)}
+
+    def get_loss_dict(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor], metrics_dict: Dict[str, Tensor] | None = None
+    ) -> Dict[str, Tensor]:
+        image = batch["image"].to(self.device)
+        return {"rgb_loss": torch.nn.functional.mse_loss(outputs["rgb"], image)}
+
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        image = batch["image"].to(self.device)
+        rgb = outputs["rgb"].clamp(0.0, 1.0)
+        error = (rgb - image).abs().mean(dim=-1, keepdim=True)
+        # Per-frame metrics: ns-eval averages them over frames, as the paper reports PSNR.
+        pred, target = rgb.permute(2, 0, 1)[None], image.permute(2, 0, 1)[None]
+        metrics = {
+            "psnr": float(peak_signal_noise_ratio(pred, target, data_range=1.0)),
+            "ssim": float(structural_similarity_index_measure(pred, target, data_range=1.0)),
+        }
+        images = {"img": torch.cat([image, rgb], dim=1), "error": colormaps.apply_colormap(error / error.max().clamp_min(1e-6))}
+        return metrics, images

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Dict, Type
 
 import torch
 from nerfstudio.engine.optimizers import OptimizerConfig
 from nerfstudio.engine.schedulers import CosineDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
+
+from nvp_nerfstudio.data.video import SAMPLE_PREFIX
 
 
 @dataclass
@@ -48,3 +51,9 @@ class VideoTrainerConfig(TrainerConfig):
             }
             for name, group in self.optimizers.items()
         }
+
+    def set_experiment_name(self) -> None:
+        """Name runs after the clip (`bikes`, `clip` for clip.mp4), not after the folder holding it."""
+        if self.experiment_name is None:
+            data = str(self.pipeline.datamanager.data or self.pipeline.datamanager.dataparser.data)
+            self.experiment_name = data[len(SAMPLE_PREFIX) :] if data.startswith(SAMPLE_PREFIX) else Path(data).stem

@@ -169,7 +169,7 @@ def _load_frame_folder(folder: Path, selection: FrameSelection) -> VideoFrames:
             )
         if selection.downscale > 1:
             image = image.resize((width, height), Image.Resampling.BOX)
-        frames[slot] = torch.from_numpy(np.asarray(image))
+        frames[slot].numpy()[...] = np.asarray(image)
     return VideoFrames(frames, str(folder), fps=0.0, source_indices=kept)
 
 
@@ -207,7 +207,7 @@ def _load_video_file(path: Path, selection: FrameSelection) -> VideoFrames:
                 capacity *= 2
                 frames.resize_((capacity, height, width, 3))
             rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA")
-            frames[len(kept)] = torch.from_numpy(rgb.to_ndarray())
+            frames[len(kept)].numpy()[...] = rgb.to_ndarray()
             kept.append(index)
             if selection.max_frames is not None and len(kept) == selection.max_frames:
                 break

@@ -1,0 +1,95 @@
+"""Data parser, pixel sampler and the rays-to-plane mapping, on clips written here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.cameras.rays import RayBundle
+
+from conftest import moving_gradient, write_clip
+from nvp_nerfstudio.data.dataparser import VideoDataParserConfig
+from nvp_nerfstudio.data.sampler import FramePixelSampler
+from nvp_nerfstudio.model import VideoModelConfig
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> Path:
+    return write_clip(tmp_path / "clip.mkv", moving_gradient(9, 12, 20), codec="ffv1", pix_fmt="bgr0")
+
+
+def outputs(clip: Path, which: str, **options):
+    parser = VideoDataParserConfig(data=clip, **options).setup()
+    return parser, parser.get_dataparser_outputs(which)
+
+
+def test_fit_split_uses_every_frame_with_times_in_unit_interval(clip: Path) -> None:
+    parser, train = outputs(clip, "train")
+    test = parser.get_dataparser_outputs("test")
+    assert train.metadata["frame_indices"] == test.metadata["frame_indices"] == list(range(9))
+    times = train.cameras.times.squeeze(-1)
+    torch.testing.assert_close(times, torch.linspace(0, 1, 9))
+    assert (train.cameras.camera_type == CameraType.ORTHOPHOTO.value).all()
+    assert train.metadata["video"] is test.metadata["video"]  # decoded once
+
+
+def test_holdout_split_leaves_every_kth_frame_for_evaluation(clip: Path) -> None:
+    parser, train = outputs(clip, "train", split="holdout", holdout_every=3)
+    held_out = parser.get_dataparser_outputs("val").metadata["frame_indices"]
+    assert held_out == [2, 5, 8]
+    assert train.metadata["frame_indices"] == [0, 1, 3, 4, 6, 7]
+
+
+def test_bad_flag_exits_with_a_message(clip: Path) -> None:
+    with pytest.raises(SystemExit, match="stride must be >= 1"):
+        outputs(clip, "train", stride=0)
+
+
+def test_sampler_gathers_uint8_pixels_uniformly() -> None:
+    frames = torch.from_numpy(moving_gradient(6, 10, 14))
+    original = frames.clone()
+    sampler = FramePixelSampler(frames, frame_indices=[1, 3, 5], seed=0)
+    indices, rgb = sampler.sample(60000)
+    camera, row, column = indices.unbind(-1)
+    expected = frames[torch.tensor([1, 3, 5])[camera], row, column].float() / 255
+    torch.testing.assert_close(rgb, expected)
+    assert torch.equal(frames, original) and frames.dtype == torch.uint8
+    for values, bins in ((camera, 3), (row, 10), (column, 14)):
+        counts = torch.bincount(values, minlength=bins).float()
+        assert counts.numel() == bins
+        assert (counts / counts.mean() - 1).abs().max() < 0.1  # uniform within 10 %
+
+
+def video_model(clip: Path):
+    _, train = outputs(clip, "train")
+    model = VideoModelConfig().setup(scene_box=train.scene_box, num_train_data=9, metadata=train.metadata)
+    return model, train
+
+
+def test_orthographic_rays_land_on_their_pixel_centres(clip: Path) -> None:
+    model, train = video_model(clip)
+    camera = train.cameras[4:5]
+    rays = camera.generate_rays(camera_indices=0, keep_shape=True)
+    xyt, inside, _ = model.plane_coordinates(rays)
+    rows, cols = torch.meshgrid(torch.arange(12), torch.arange(20), indexing="ij")
+    torch.testing.assert_close(xyt[:, 0], ((cols + 0.5) / 20).reshape(-1).float())
+    torch.testing.assert_close(xyt[:, 1], ((rows + 0.5) / 12).reshape(-1).float())
+    torch.testing.assert_close(xyt[:, 2], torch.full((240,), 0.5))
+    assert inside.all()
+
+
+def test_viewer_perspective_rays_hit_the_plane_or_background(clip: Path) -> None:
+    model, _ = video_model(clip)
+    origins = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    directions = torch.nn.functional.normalize(torch.tensor([[0.0, 0.0, -1.0], [0.9, 0.0, -1.0], [0.0, 0.0, 1.0]]), dim=-1)
+    bundle = RayBundle(origins=origins, directions=directions, pixel_area=torch.ones(3, 1), times=None)
+    xyt, inside, _ = model.plane_coordinates(bundle)
+    torch.testing.assert_close(xyt[0], torch.tensor([0.5, 0.5, 0.0]))
+    assert inside.tolist() == [True, False, False]  # centre; beyond the frame's edge; pointing away
+    out = model.get_outputs(bundle)
+    assert out["rgb"].shape == (3, 3) and out["depth"].shape == out["accumulation"].shape == (3, 1)
+    assert out["accumulation"].squeeze(-1).tolist() == [1.0, 0.0, 0.0]
+    assert torch.equal(out["rgb"][1:], torch.zeros(2, 3))

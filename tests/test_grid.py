@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nvp_nerfstudio.encodings.grid import HASH_PRIMES, GridEncodingConfig, tcnn_module
+from nvp_nerfstudio.fields.base import VideoShape
+from nvp_nerfstudio.fields.nvp import NVPFieldConfig
+
+
+def reference_features(encoding, point: list[float]) -> np.ndarray:
+    """tiny-cuda-nn's grid lookup for one point, written out with Python integers and float32 scalars."""
+    config, layout = encoding.config, encoding.layout
+    table = encoding.table.detach().numpy()
+    dims = len(point)
+    out = []
+    for level in range(config.num_levels):
+        scale = np.float32(np.exp2(np.float32(level) * np.float32(np.log2(np.float32(layout.per_level_scale)))))
+        scale = np.float32(scale * np.float32(config.base_resolution) - np.float32(1.0))
+        resolution = math.ceil(float(scale)) + 1
+        positions = [np.float32(np.float32(p) * scale + np.float32(0.5)) for p in point]
+        cells = [math.floor(p) for p in positions]
+        fracs = [float(p) - c for p, c in zip(positions, cells)]
+        size = min(-(-(resolution**dims) // 8) * 8, 1 << config.log2_hashmap_size if config.grid_type == "hash" else 2**62)
+        hashed = config.grid_type == "hash" and size < resolution**dims
+        feature = np.zeros(config.features_per_level)
+        for corner in range(2**dims):
+            bits = [(corner >> d) & 1 for d in range(dims)]
+            vertex = [c + b for c, b in zip(cells, bits)]
+            if hashed:
+                index = 0
+                for d in range(dims):
+                    index ^= (vertex[d] * HASH_PRIMES[d]) & 0xFFFFFFFF
+            else:
+                index = sum(v * resolution**d for d, v in enumerate(vertex))
+            weight = math.prod(f if b else 1.0 - f for f, b in zip(fracs, bits))
+            feature += weight * table[layout.offsets[level] + index % size]
+        out.append(feature)
+    return np.concatenate(out)
+
+
+def test_hand_computed_dense_lookup() -> None:
+    # One 2D level of 2x2 vertices: scale = 2 - 1 = 1, so (0.25, 0.5) sits at (0.75, 1.0) in vertex units.
+    encoding = GridEncodingConfig(grid_type="dense", num_levels=1, features_per_level=1, base_resolution=2, backend="torch").setup(
+        finest_resolution=(2, 2)
+    )
+    assert encoding.layout.level_sizes == (8,)  # 4 vertices, padded to 8 as tiny-cuda-nn does
+    with torch.no_grad():
+        encoding.params.copy_(torch.arange(8.0))
+    value = encoding(torch.tensor([[0.25, 0.5]]))
+    # Corners (0,1) and (1,1) are dense entries 2 and 3 with weights 0.25 and 0.75.
+    assert value.item() == pytest.approx(0.25 * 2 + 0.75 * 3)
+
+
+def test_hand_computed_hash_index() -> None:
+    encoding = GridEncodingConfig(num_levels=1, features_per_level=1, base_resolution=64, log2_hashmap_size=4, backend="torch").setup(
+        finest_resolution=(64, 64, 64)
+    )
+    assert encoding.layout.hashed == (True,) and encoding.layout.level_sizes == (16,)
+    vertex = torch.tensor([[[3, 5, 7]]])
+    x = (vertex.float() - 0.5) / float(encoding.layout.scales[0])  # lands exactly on vertex (3, 5, 7)
+    indices, weights = encoding.corner_indices_and_weights(x[0])
+    expected = (3 * 1 ^ (5 * 2654435761 & 0xFFFFFFFF) ^ (7 * 805459861 & 0xFFFFFFFF)) % 16
+    corner = int(weights[0, 0].argmax())
+    assert weights[0, 0, corner].item() == pytest.approx(1.0, abs=1e-4)
+    assert indices[0, 0, corner].item() == expected
+
+
+@pytest.mark.parametrize("grid_type,dims,finest", [("hash", 3, (40, 30, 90)), ("dense", 2, (50, 20)), ("hash", 2, (300, 300))])
+def test_torch_grid_matches_reference(grid_type: str, dims: int, finest: tuple) -> None:
+    torch.manual_seed(0)
+    config = GridEncodingConfig(grid_type=grid_type, num_levels=6, features_per_level=2, log2_hashmap_size=10, base_resolution=4, backend="torch", init_scale=1.0)
+    encoding = config.setup(finest_resolution=finest)
+    assert any(encoding.layout.hashed) == (grid_type == "hash")
+    points = torch.rand(25, dims)
+    features = encoding(points).detach().numpy()
+    scaled = (points * encoding.axis_scale).numpy()
+    for point, feature in zip(scaled, features):
+        np.testing.assert_allclose(feature, reference_features(encoding, point.tolist()), rtol=1e-4, atol=1e-5)
+
+
+def test_layout_follows_tcnn_rules() -> None:
+    encoding = GridEncodingConfig(num_levels=8, log2_hashmap_size=12, base_resolution=16).setup(finest_resolution=(64, 64, 64))
+    layout = encoding.layout
+    # float32 rounding of 16 * scale**7 - 1 may tip the ceil over by one vertex, exactly as in tiny-cuda-nn
+    assert layout.resolutions[0] == 16 and layout.resolutions[-1] in (64, 65)
+    assert all(size % 8 == 0 and size <= 1 << 12 for size in layout.level_sizes)
+    assert list(layout.offsets) == list(np.cumsum((0,) + layout.level_sizes[:-1]))
+    # Coarse levels fit the table and stay dense; fine ones are hashed.
+    assert layout.hashed[0] is False and layout.hashed[-1] is True
+    assert encoding.params.numel() == layout.num_entries * 2
+
+
+def test_gradients_reach_only_touched_entries() -> None:
+    encoding = GridEncodingConfig(grid_type="dense", num_levels=2, base_resolution=4, backend="torch").setup(finest_resolution=(8, 8))
+    encoding(torch.tensor([[0.3, 0.6]])).sum().backward()
+    touched = (encoding.params.grad != 0).sum().item()
+    assert 0 < touched <= 2 * 4 * 2  # levels x corners x features
+
+
+@pytest.mark.skipif(tcnn_module() is None or not torch.cuda.is_available(), reason="needs tinycudann and CUDA")
+@pytest.mark.parametrize("grid_type,finest", [("hash", (64, 40, 200)), ("dense", (120, 60))])
+def test_tcnn_backend_matches_torch(grid_type: str, finest: tuple) -> None:
+    config = GridEncodingConfig(grid_type=grid_type, num_levels=8, log2_hashmap_size=14, init_scale=1.0)
+    encoding = config.setup(finest_resolution=finest).cuda()
+    points = torch.rand(4096, len(finest), device="cuda")
+    torch.testing.assert_close(encoding._tcnn_forward(points * encoding.axis_scale), encoding.torch_forward(points * encoding.axis_scale), rtol=1e-3, atol=1e-4)
+
+
+def nvp_field(backend: str = "auto"):
+    config = NVPFieldConfig()
+    config.keyframes.backend = config.positional.backend = backend
+    return config.setup(shape=VideoShape(num_frames=12, height=18, width=30))
+
+
+def test_nvp_field_shapes_and_gradients() -> None:
+    field = nvp_field()
+    assert field.latent_dim == 3 * 16 * 2 + 8 * 2
+    xyt = torch.rand(64, 3)
+    rgb = field(xyt)
+    assert rgb.shape == (64, 3) and torch.isfinite(rgb).all()
+    rgb.square().mean().backward()
+    for name, parameter in field.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_nvp_field_at_time_edges_is_finite() -> None:
+    field = nvp_field()
+    xyt = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.5, 0.5, 1.0], [1.0, 0.0, 0.0]])
+    assert torch.isfinite(field(xyt)).all()
+
+
+def test_finest_positional_level_separates_neighbouring_frames() -> None:
+    field = nvp_field()
+    grid = field.positional
+    frames = field.shape.num_frames
+    t = torch.arange(frames) / (frames - 1)
+    xyt = torch.stack([torch.full_like(t, 0.5), torch.full_like(t, 0.5), t], dim=-1) * grid.axis_scale
+    pos = xyt[:, 2] * float(grid.layout.scales[-1]) + 0.5
+    cells = torch.floor(pos).long()
+    # Each frame reads vertices {cell, cell + 1} along t: neighbours must not share any.
+    assert (cells[1:] - cells[:-1] >= 2).all()

@@ -8,14 +8,12 @@ AdamW at 1e-2 with weight decay 1e-3 and cosine decay to 1e-5. The reference cod
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
+from method_configs.fields import NVP_L, NVP_S
 from nvp_nerfstudio.data.datamanager import VideoDataManagerConfig
 from nvp_nerfstudio.fields.base import VideoFieldConfig
-from nvp_nerfstudio.fields.nvp import NVPFieldConfig
 from nvp_nerfstudio.model import VideoModelConfig
 from nvp_nerfstudio.training import VideoTrainerConfig, paper_optimizers
 
@@ -39,13 +37,6 @@ def video_method(name: str, field: VideoFieldConfig, steps: int = 20000) -> Vide
         vis="viewer",
     )
 
-
-NVP_S = NVPFieldConfig()
-NVP_L = replace(
-    NVP_S,
-    keyframes=replace(NVP_S.keyframes, features_per_level=4),
-    positional=replace(NVP_S.positional, features_per_level=4, log2_hashmap_size=21),
-)
 
 nvp = MethodSpecification(
     config=video_method("nvp", NVP_S),

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Type
 
 import torch
 from nerfstudio.engine.optimizers import OptimizerConfig
-from nerfstudio.engine.schedulers import CosineDecaySchedulerConfig
+from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from nerfstudio.engine.trainer import TrainerConfig
 
 from nvp_nerfstudio.data.video import SAMPLE_PREFIX
@@ -23,13 +25,40 @@ class AdamWOptimizerConfig(OptimizerConfig):
     fused: bool = True
 
 
+@dataclass
+class CosineToFinalSchedulerConfig(SchedulerConfig):
+    """Cosine decay from the initial learning rate to initial * learning_rate_alpha at max_steps, then flat.
+
+    nerfstudio's cosine keeps turning past max_steps, so a resumed run (which trains
+    max_num_iterations more steps) would climb back to the initial rate; this one stays at the end.
+    """
+
+    _target: Type = field(default_factory=lambda: CosineToFinalScheduler)
+    learning_rate_alpha: float = 1e-3
+    """Final learning rate as a fraction of the initial one."""
+    max_steps: int = 20000
+
+
+class CosineToFinalScheduler(Scheduler):
+    config: CosineToFinalSchedulerConfig
+
+    def get_scheduler(self, optimizer: torch.optim.Optimizer, lr_init: float) -> LRScheduler:
+        alpha, total = self.config.learning_rate_alpha, max(self.config.max_steps, 1)
+
+        def factor(step: int) -> float:
+            progress = min(step / total, 1.0)
+            return alpha + (1.0 - alpha) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        return LambdaLR(optimizer, lr_lambda=factor)
+
+
 def paper_optimizers(lr: float = 1e-2, final_lr: float = 1e-5, weight_decay: float = 1e-3) -> Dict[str, Any]:
     """NVP's optimisation: AdamW, one parameter group, cosine decay from lr to final_lr over the whole run."""
     return {
         "fields": {
             "optimizer": AdamWOptimizerConfig(lr=lr, weight_decay=weight_decay),
             # max_steps follows the trainer's max_num_iterations (VideoTrainerConfig.__post_init__).
-            "scheduler": CosineDecaySchedulerConfig(warm_up_end=0, learning_rate_alpha=final_lr / lr),
+            "scheduler": CosineToFinalSchedulerConfig(learning_rate_alpha=final_lr / lr),
         }
     }
 
@@ -46,7 +75,7 @@ class VideoTrainerConfig(TrainerConfig):
             name: {
                 **group,
                 "scheduler": replace(group["scheduler"], max_steps=self.max_num_iterations)
-                if isinstance(group.get("scheduler"), CosineDecaySchedulerConfig)
+                if isinstance(group.get("scheduler"), CosineToFinalSchedulerConfig)
                 else group.get("scheduler"),
             }
             for name, group in self.optimizers.items()

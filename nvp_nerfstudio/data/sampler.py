@@ -42,3 +42,11 @@ class FramePixelSampler:
         column = torch.randint(width, (num,), **options)
         rgb = self.frames[self.frame_indices[camera], row, column].float().div_(255.0)
         return torch.stack([camera, row, column], dim=-1), rgb
+
+    def coordinates(self, indices: Int[Tensor, "num 3"]) -> Float[Tensor, "num 3"]:
+        """(x, y, t) in [0, 1]^3 of the sampled pixel centres: what the video model gets from their rays."""
+        num_frames, height, width, _ = self.frames.shape
+        frame = self.frame_indices[indices[:, 0]].float()
+        x = (indices[:, 2].float() + 0.5) / width
+        y = (indices[:, 1].float() + 0.5) / height
+        return torch.stack([x, y, frame / max(num_frames - 1, 1)], dim=-1)

@@ -1,0 +1,32 @@
+"""Query a video field on whole frames, in bounded chunks. Core module: imports only torch."""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from nvp_nerfstudio.fields.base import VideoField
+
+
+def frame_coordinates(t: float, height: int, width: int, device: torch.device | str = "cpu") -> Float[Tensor, "pixels 3"]:
+    """(x, y, t) of every pixel centre of a frame, rows first, in [0, 1]^3."""
+    rows = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
+    cols = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
+    y, x = torch.meshgrid(rows, cols, indexing="ij")
+    return torch.stack([x, y, torch.full_like(x, t)], dim=-1).reshape(-1, 3)
+
+
+@torch.no_grad()
+def render_frame(field: VideoField, t: float, height: int, width: int, chunk: int = 1 << 16) -> Float[Tensor, "height width 3"]:
+    """One frame at time t in [0, 1], RGB clamped to [0, 1]."""
+    device = next(field.parameters()).device
+    xyt = frame_coordinates(t, height, width, device)
+    rgb = torch.cat([field(xyt[start : start + chunk]) for start in range(0, len(xyt), chunk)])
+    return rgb.clamp(0.0, 1.0).reshape(height, width, 3)
+
+
+def psnr(prediction: Tensor, target: Tensor) -> float:
+    """PSNR in dB of images in [0, 1]."""
+    mse = torch.mean((prediction.float() - target.float()) ** 2).item()
+    return float("inf") if mse == 0 else -10.0 * torch.log10(torch.tensor(mse)).item()

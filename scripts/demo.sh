@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install.sh
+export PYTHONWARNINGS=ignore  # nerfstudio 1.1.5 on a recent torch prints pages of deprecation warnings
 output="${NVP_OUTPUT:-outputs}"
 steps="${NVP_STEPS:-1200}"
 "$VENV/bin/ns-train" nvp --data sample:bikes --vis tensorboard --output-dir "$output" \

@@ -77,3 +77,46 @@ def test_bad_data_gives_one_clear_line(tmp_path: Path, data: str, message: str) 
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_render_png_matches_eval_psnr(trained_run: Path) -> None:
+    run_dir = trained_run.parent
+    evaluated = evaluate(trained_run, run_dir / "render_eval.json", run_dir)["psnr"]
+    frames_dir = run_dir / "render_png"
+    result = run("nvp-render", "--load-config", str(trained_run), "--output", str(frames_dir), cwd=run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Decode speed" in result.stdout
+    from nvp_nerfstudio.data.video import FrameSelection, load_video
+    from nvp_nerfstudio.render import psnr
+
+    source = load_video("sample:carphone", FrameSelection(max_frames=24)).frames.float() / 255
+    rendered = load_video(frames_dir).frames.float() / 255
+    assert rendered.shape == source.shape
+    mean_psnr = sum(psnr(r, s) for r, s in zip(rendered, source)) / len(source)
+    assert abs(mean_psnr - evaluated) < 0.1
+
+
+def test_render_mp4_interpolated_and_resized(trained_run: Path) -> None:
+    import av
+
+    output = trained_run.parent / "render" / "x2.mp4"
+    result = run(
+        "nvp-render", "--load-config", str(trained_run), "--output", str(output),
+        "--rate", "2", "--scale", "0.5", "--start-frame", "2", "--end-frame", "10", cwd=trained_run.parent,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with av.open(str(output)) as container:
+        stream = container.streams.video[0]
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        assert float(stream.average_rate) == pytest.approx(2 * 29.97, rel=1e-3)
+    assert len(frames) == (10 - 2) * 2 + 1
+    assert frames[0].shape == (72, 88, 3)
+    assert all(frame.std() > 10 for frame in frames)  # real pictures, not blank or NaN-black
+
+
+def test_render_side_by_side_refuses_interpolated_frames(trained_run: Path) -> None:
+    result = run(
+        "nvp-render", "--load-config", str(trained_run), "--output", str(trained_run.parent / "sbs.mp4"),
+        "--side-by-side", "--rate", "2", cwd=trained_run.parent,
+    )
+    assert result.returncode != 0 and "side-by-side needs" in result.stderr.strip().splitlines()[-1]

@@ -1,0 +1,161 @@
+"""nvp-render: turn a trained video field back into a video (H.264 mp4) or PNG frames.
+
+Any frame rate (a multiple of the source's: 2x, 4x interpolate by querying fractional t), any
+resolution (down, or up by querying a finer pixel grid), a time range, and a side-by-side mode
+(ground truth | reconstruction | error). Frames are rendered in bounded chunks and written one by
+one, so memory does not grow with the length of the video.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import av
+import numpy as np
+import torch
+import tyro
+from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from nvp_nerfstudio.render import render_frame
+
+CONSOLE = Console()
+
+
+@dataclass
+class RenderConfig:
+    load_config: Path
+    """config.yml of a trained run (outputs/CLIP/nvp/TIMESTAMP/config.yml)."""
+    output: Path
+    """A .mp4 file (H.264), or a folder to fill with PNG frames."""
+    rate: float = 1.0
+    """Output frames per source frame: 2 or 4 interpolate between frames."""
+    scale: float = 1.0
+    """Output size relative to the source: 0.5 halves it, 2 queries twice as many pixels per axis."""
+    start_frame: float = 0.0
+    """First source frame to render (fractional values allowed)."""
+    end_frame: Optional[float] = None
+    """Last source frame to render (inclusive); None for the last frame."""
+    side_by_side: bool = False
+    """Ground truth | reconstruction | error map (needs rate 1 and scale 1: the truth exists only there)."""
+    fps: Optional[float] = None
+    """Output frame rate; None: the source's times rate (25 x rate when the source has none)."""
+    crf: int = 18
+    """H.264 quality (0 = lossless, 18 = visually lossless, 23 = x264's default)."""
+    chunk: int = 1 << 16
+    """Pixels per forward pass."""
+
+
+def frame_positions(config: RenderConfig, num_frames: int) -> np.ndarray:
+    """Source frame positions (possibly fractional) of every output frame."""
+    end = num_frames - 1 if config.end_frame is None else config.end_frame
+    if not 0 <= config.start_frame <= end <= num_frames - 1:
+        raise SystemExit(f"error: frame range {config.start_frame}..{end} is outside the video's 0..{num_frames - 1}")
+    if config.rate <= 0 or config.scale <= 0:
+        raise SystemExit("error: --rate and --scale must be positive")
+    count = int(round((end - config.start_frame) * config.rate)) + 1
+    return config.start_frame + np.arange(count) / config.rate
+
+
+def error_map(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Absolute error, amplified 4x so that small errors show, as a grey image."""
+    return ((prediction - truth).abs().mean(dim=-1, keepdim=True) * 4).clamp(0, 1).expand(-1, -1, 3)
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    return (image.cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+class FrameWriter:
+    """Writes RGB frames to an H.264 mp4 through PyAV, or to numbered PNG files."""
+
+    def __init__(self, output: Path, width: int, height: int, fps: float, crf: int) -> None:
+        self.output = output
+        self.index = 0
+        self.container = None
+        if output.suffix.lower() == ".mp4":
+            output.parent.mkdir(parents=True, exist_ok=True)
+            self.container = av.open(str(output), "w")
+            self.stream = self.container.add_stream("libx264", rate=_fraction(fps))
+            # yuv420p plays everywhere but needs even sizes: pad by repeating the last row/column.
+            self.stream.width, self.stream.height = width + width % 2, height + height % 2
+            self.stream.pix_fmt = "yuv420p"
+            self.stream.options = {"crf": str(crf)}
+        else:
+            output.mkdir(parents=True, exist_ok=True)
+
+    def write(self, frame: np.ndarray) -> None:
+        if self.container is None:
+            Image.fromarray(frame).save(self.output / f"frame_{self.index:05d}.png")
+        else:
+            padded = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
+            self.container.mux(self.stream.encode(av.VideoFrame.from_ndarray(padded, format="rgb24")))
+        self.index += 1
+
+    def close(self) -> None:
+        if self.container is not None:
+            self.container.mux(self.stream.encode())
+            self.container.close()
+
+
+def _fraction(fps: float):
+    from fractions import Fraction
+
+    return Fraction(fps).limit_denominator(1001)
+
+
+def rendered_frames(config: RenderConfig, field, video, positions: np.ndarray) -> Iterator[tuple[np.ndarray, float]]:
+    """Yields each output frame as uint8 and the seconds spent querying the field for it."""
+    height, width = max(1, round(video.height * config.scale)), max(1, round(video.width * config.scale))
+    last = max(video.num_frames - 1, 1)
+    for position in positions:
+        start = time.perf_counter()
+        prediction = render_frame(field, float(position) / last, height, width, config.chunk)
+        seconds = time.perf_counter() - start
+        if config.side_by_side:
+            truth = video.frames[int(round(position))].to(prediction.device).float() / 255.0
+            prediction = torch.cat([truth, prediction, error_map(prediction, truth)], dim=1)
+        yield to_uint8(prediction), seconds
+
+
+def main(config: RenderConfig) -> None:
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    if not config.load_config.is_file():
+        raise SystemExit(f"error: {config.load_config} does not exist: pass the config.yml of a trained run")
+    _, pipeline, checkpoint, _ = eval_setup(config.load_config, test_mode="test")
+    video = pipeline.datamanager.eval_dataset.video
+    field = pipeline.model.field.eval()
+    positions = frame_positions(config, video.num_frames)
+    if config.side_by_side and (config.scale != 1.0 or np.any(positions != np.round(positions))):
+        raise SystemExit("error: --side-by-side needs --scale 1 and whole source frames (the truth exists only there)")
+    fps = config.fps or (video.fps or 25.0) * config.rate
+    height, width = max(1, round(video.height * config.scale)), max(1, round(video.width * config.scale))
+    writer = FrameWriter(config.output, width * (3 if config.side_by_side else 1), height, fps, config.crf)
+    field_seconds = 0.0
+    columns = (TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=CONSOLE) as progress:
+            task = progress.add_task("render", total=len(positions))
+            for frame, seconds in rendered_frames(config, field, video, positions):
+                writer.write(frame)
+                field_seconds += seconds
+                progress.advance(task)
+    finally:
+        writer.close()
+    pixels = len(positions) * height * width
+    source_fps = pixels / (video.height * video.width) / field_seconds
+    CONSOLE.print(f"Wrote {len(positions)} frames of {width}x{height} at {fps:g} fps to {config.output} (from {checkpoint})")
+    CONSOLE.print(f"Decode speed: {source_fps:.2f} frames/s at the source resolution {video.width}x{video.height}")
+
+
+def entrypoint() -> None:
+    main(tyro.cli(RenderConfig))
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -10,12 +10,14 @@ from jaxtyping import Bool, Float
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
+from nerfstudio.viewer.viewer_elements import ViewerNumber
 from torch import Tensor
 from torch.nn import Parameter
 from torchmetrics.functional import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from nvp_nerfstudio.fields.base import VideoFieldConfig, VideoShape
 from nvp_nerfstudio.fields.nvp import NVPFieldConfig
+from nvp_nerfstudio.viewer import VideoViewerControl
 
 
 @dataclass
@@ -35,11 +37,14 @@ class VideoModel(Model):
     def populate_modules(self) -> None:
         super().populate_modules()
         video = self.kwargs["metadata"]["video"]
+        self.video = video
         self.video_shape = VideoShape(video.num_frames, video.height, video.width)
         self.field = self.config.field.setup(shape=self.video_shape)
         longest = max(video.width, video.height)
         # World extent of the plane, matching the data parser's cameras (longest side 1).
         self.plane_size = (video.width / longest, video.height / longest)
+        self.viewer_control = VideoViewerControl(self.plane_size)
+        self.frame_number = ViewerNumber("Frame", 0, disabled=True, hint="Source frame nearest the Time slider")
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         return {"fields": list(self.field.parameters())}
@@ -71,11 +76,32 @@ class VideoModel(Model):
             rgb = rgb.clone()
             rgb[inside] = self.field(xyt[inside])
         depth = torch.where(inside, distance, torch.zeros_like(distance))
-        return {
+        outputs = {
             "rgb": rgb.reshape(*batch_shape, 3),
             "depth": depth.reshape(*batch_shape, 1),
             "accumulation": inside.to(rgb.dtype).reshape(*batch_shape, 1),
         }
+        if not self.training:
+            # The viewer's "Output type" list then offers the source frame and the error beside the reconstruction.
+            truth = self.ground_truth(xyt, inside)
+            outputs["ground_truth"] = truth.reshape(*batch_shape, 3)
+            outputs["error"] = ((rgb.clamp(0, 1) - truth).abs().mean(-1, keepdim=True) * inside[:, None]).reshape(*batch_shape, 1)
+            if len(xyt):
+                self.frame_number.value = int(self.nearest_frame(xyt[:1, 2]).item())
+        return outputs
+
+    def nearest_frame(self, t: Tensor) -> Tensor:
+        return torch.round(t * (self.video_shape.num_frames - 1)).long()
+
+    def ground_truth(self, xyt: Float[Tensor, "n 3"], inside: Bool[Tensor, "n"]) -> Float[Tensor, "n 3"]:
+        """The source pixel under each point (nearest frame, nearest pixel); background outside the frame."""
+        frames = self.video.frames
+        shape = self.video_shape
+        column = (xyt[:, 0] * shape.width).long().clamp(0, shape.width - 1).cpu()
+        row = (xyt[:, 1] * shape.height).long().clamp(0, shape.height - 1).cpu()
+        truth = frames[self.nearest_frame(xyt[:, 2]).cpu(), row, column].to(xyt.device).float() / 255.0
+        background = torch.tensor(self.config.background_color, device=xyt.device)
+        return torch.where(inside[:, None], truth, background)
 
     def get_metrics_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         image = batch["image"].to(self.device)

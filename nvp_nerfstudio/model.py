@@ -10,7 +10,7 @@ from jaxtyping import Bool, Float
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
-from nerfstudio.viewer.viewer_elements import ViewerNumber
+from nerfstudio.viewer.viewer_elements import ViewerSlider
 from torch import Tensor
 from torch.nn import Parameter
 from torchmetrics.functional import peak_signal_noise_ratio, structural_similarity_index_measure
@@ -44,7 +44,11 @@ class VideoModel(Model):
         # World extent of the plane, matching the data parser's cameras (longest side 1).
         self.plane_size = (video.width / longest, video.height / longest)
         self.viewer_control = VideoViewerControl(self.plane_size)
-        self.frame_number = ViewerNumber("Frame", 0, disabled=True, hint="Source frame nearest the Time slider")
+        last_frame = max(video.num_frames - 1, 1)
+        self.frame_slider = ViewerSlider(
+            "Frame", 0, 0, last_frame, 1, hint="Source frame to show (moves the Time slider to it)",
+            cb_hook=lambda slider: self.viewer_control.show_time(slider.value / last_frame),
+        )
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         return {"fields": list(self.field.parameters())}
@@ -86,8 +90,6 @@ class VideoModel(Model):
             truth = self.ground_truth(xyt, inside)
             outputs["ground_truth"] = truth.reshape(*batch_shape, 3)
             outputs["error"] = ((rgb.clamp(0, 1) - truth).abs().mean(-1, keepdim=True) * inside[:, None]).reshape(*batch_shape, 1)
-            if len(xyt):
-                self.frame_number.value = int(self.nearest_frame(xyt[:1, 2]).item())
         return outputs
 
     def nearest_frame(self, t: Tensor) -> Tensor:

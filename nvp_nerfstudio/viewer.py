@@ -1,4 +1,4 @@
-"""What the nerfstudio web viewer needs for a video: a camera that faces the frame."""
+"""What the nerfstudio web viewer needs for a video: a camera that faces the frame, a way to pick a frame."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import math
 from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
 from nerfstudio.viewer.viewer_elements import ViewerControl
 
-# Fraction of the view's height the frame fills, leaving a margin; browsers are usually wider than tall.
+# Fraction of the view the frame fills along its tighter axis, leaving a margin.
 FILL = 0.9
-ASSUMED_ASPECT = 16 / 9
 
 
 class VideoViewerControl(ViewerControl):
@@ -22,14 +21,21 @@ class VideoViewerControl(ViewerControl):
         super()._setup(viewer)
         self.viser_server.on_client_connect(self.face_video)
 
-    def camera_distance(self, vertical_fov: float) -> float:
+    def camera_distance(self, vertical_fov: float, aspect: float) -> float:
         width, height = self.plane_size
-        visible_height = max(height, width / ASSUMED_ASPECT) / FILL
+        visible_height = max(height, width / aspect) / FILL
         return 0.5 * visible_height / math.tan(0.5 * vertical_fov)
 
     def face_video(self, client) -> None:
-        distance = self.camera_distance(client.camera.fov) * VISER_NERFSTUDIO_SCALE_RATIO
+        aspect = client.camera.aspect or 16 / 9  # 0 until the browser has reported its canvas
+        distance = self.camera_distance(client.camera.fov, aspect) * VISER_NERFSTUDIO_SCALE_RATIO
         with client.atomic():
             client.camera.up_direction = (0.0, 1.0, 0.0)
             client.camera.position = (0.0, 0.0, distance)
             client.camera.look_at = (0.0, 0.0, 0.0)
+
+    def show_time(self, t: float) -> None:
+        """Move the viewer's Time slider (which re-renders); a no-op before a viewer exists."""
+        viewer = getattr(self, "viewer", None)
+        if viewer is not None:
+            viewer.control_panel.time = t

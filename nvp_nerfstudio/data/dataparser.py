@@ -38,11 +38,11 @@ class VideoDataParserConfig(DataParserConfig):
     max_frames: Optional[int] = None
     downscale: int = 1
     """Divide width and height by this integer factor (area averaging)."""
-    includes_time: bool = True
 
 
 class VideoDataParser(DataParser):
     config: VideoDataParserConfig
+    includes_time = True  # the viewer shows its Time slider for data parsers with time
 
     def __init__(self, config: VideoDataParserConfig) -> None:
         super().__init__(config)

@@ -1,10 +1,22 @@
-"""Field presets of the registered methods. No nerfstudio import here, so benchmarks run without it."""
+"""Every video method's field and learning rate, in one table. No nerfstudio import here, so the
+benchmark runs without it; `methods.py` turns each row into a registered nerfstudio method."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
+from nvp_nerfstudio.fields.base import VideoFieldConfig
+from nvp_nerfstudio.fields.baselines import FourierFieldConfig, HashGridFieldConfig, KPlanesFieldConfig, SirenFieldConfig
 from nvp_nerfstudio.fields.nvp import NVPFieldConfig
+
+
+@dataclass(frozen=True)
+class VideoMethod:
+    field: VideoFieldConfig
+    lr: float
+    """Initial learning rate of AdamW (cosine decay to lr / 1000, weight decay 1e-3)."""
+    description: str
+
 
 # NVP-S, as the paper: 2 features per level in the keyframes and the 3D grid (latent of 112 values).
 NVP_S = NVPFieldConfig()
@@ -15,4 +27,12 @@ NVP_L = replace(
     positional=replace(NVP_S.positional, features_per_level=4, log2_hashmap_size=21),
 )
 
-FIELDS = {"nvp": NVP_S, "nvp-large": NVP_L}
+METHODS = {
+    "nvp": VideoMethod(NVP_S, 1e-2, "NVP-S: latent keyframes + 3D hash grid + modulated SIREN, a neural field of a video"),
+    "nvp-large": VideoMethod(NVP_L, 1e-2, "NVP-L: NVP with 4 features per level (higher quality, ~2x the parameters)"),
+    # SIREN diverges at 1e-2; 1e-4 is its usual rate.
+    "siren-video": VideoMethod(SirenFieldConfig(), 1e-4, "Baseline: SIREN, a 5 x 256 sine MLP of (x, y, t)"),
+    "ffn-video": VideoMethod(FourierFieldConfig(), 1e-3, "Baseline: Fourier features (256, sigma 10) + 4 x 256 ReLU MLP"),
+    "ngp-video": VideoMethod(HashGridFieldConfig(), 1e-2, "Baseline: Instant-NGP's 16-level 3D hash grid over (x, y, t) + 2 x 64 MLP"),
+    "kplanes-video": VideoMethod(KPlanesFieldConfig(), 1e-2, "Baseline: K-Planes, xy/xt/yt planes multiplied + 2 x 64 MLP"),
+}

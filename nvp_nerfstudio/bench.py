@@ -13,14 +13,14 @@ import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import tyro
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from method_configs.fields import FIELDS
+from method_configs.fields import METHODS
 from nvp_nerfstudio.data.sampler import FramePixelSampler
 from nvp_nerfstudio.data.video import FrameSelection, VideoFrames, load_video
 from nvp_nerfstudio.fields.base import VideoField, VideoShape
@@ -33,7 +33,8 @@ CONSOLE = Console()
 class BenchConfig:
     data: str = "sample:bikes"
     """Video file, frame folder or sample:NAME."""
-    method: Literal["nvp", "nvp-large"] = "nvp"
+    method: str = "nvp"
+    """A method of method_configs/fields.py: nvp, nvp-large, siren-video, ffn-video, ngp-video, kplanes-video."""
     downscale: int = 1
     max_frames: Optional[int] = None
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
@@ -49,8 +50,8 @@ class BenchConfig:
     """Seconds of training between two PSNR points (evaluation time is not counted)."""
     eval_frames: int = 10
     """Frames, evenly spaced, whose mean PSNR makes each point (0: every frame)."""
-    lr: float = 1e-2
-    final_lr: float = 1e-5
+    lr: Optional[float] = None
+    """Initial learning rate; None: the method's (cosine decay to a thousandth of it)."""
     weight_decay: float = 1e-3
     seed: int = 0
     output_dir: Path = Path("bench-results")
@@ -60,8 +61,12 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def initial_lr(config: BenchConfig) -> float:
+    return config.lr or METHODS[config.method].lr
+
+
 def optimizer_for(field_module: VideoField, config: BenchConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(field_module.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    return torch.optim.AdamW(field_module.parameters(), lr=initial_lr(config), weight_decay=config.weight_decay, fused=True)
 
 
 def train_step(field_module: VideoField, optimizer: torch.optim.Optimizer, sampler: FramePixelSampler, batch: int) -> float:
@@ -77,7 +82,7 @@ def measure_throughput(config: BenchConfig, video: VideoFrames, shape: VideoShap
     rows = []
     for batch in config.batch_sizes:
         torch.manual_seed(config.seed)
-        field_module = FIELDS[config.method].setup(shape=shape).to(config.device)
+        field_module = METHODS[config.method].field.setup(shape=shape).to(config.device)
         optimizer = optimizer_for(field_module, config)
         sampler = FramePixelSampler(video.frames, range(video.num_frames), config.device, seed=config.seed)
         train_step(field_module, optimizer, sampler, batch)
@@ -102,7 +107,7 @@ def evaluate(field_module: VideoField, video: VideoFrames, frames: list[int]) ->
 
 def psnr_against_time(config: BenchConfig, video: VideoFrames, shape: VideoShape) -> list[dict]:
     torch.manual_seed(config.seed)
-    field_module = FIELDS[config.method].setup(shape=shape).to(config.device)
+    field_module = METHODS[config.method].field.setup(shape=shape).to(config.device)
     optimizer = optimizer_for(field_module, config)
     sampler = FramePixelSampler(video.frames, range(video.num_frames), config.device, seed=config.seed)
     batch = config.train_batch or (1 << 20 if torch.device(config.device).type == "cuda" else 1 << 14)
@@ -114,7 +119,7 @@ def psnr_against_time(config: BenchConfig, video: VideoFrames, shape: VideoShape
         while trained < config.seconds:
             # Cosine decay over the wall-clock budget, as the paper's schedule over its run.
             progress_fraction = min(trained / config.seconds, 1.0)
-            lr = config.final_lr + 0.5 * (config.lr - config.final_lr) * (1 + math.cos(math.pi * progress_fraction))
+            lr = initial_lr(config) * (1e-3 + 0.5 * (1 - 1e-3) * (1 + math.cos(math.pi * progress_fraction)))
             for group in optimizer.param_groups:
                 group["lr"] = lr
             start = time.perf_counter()
@@ -165,11 +170,13 @@ def write_report(config: BenchConfig, summary: dict) -> None:
 
 
 def main(config: BenchConfig) -> None:
+    if config.method not in METHODS:
+        raise SystemExit(f"error: unknown method {config.method!r}: choose one of {', '.join(METHODS)}")
     video = load_video(config.data, FrameSelection(max_frames=config.max_frames, downscale=config.downscale))
     shape = VideoShape(video.num_frames, video.height, video.width)
     device_name = torch.cuda.get_device_name() if torch.device(config.device).type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     CONSOLE.print(f"{config.method} on {video} ({device_name})")
-    parameters = sum(p.numel() for p in FIELDS[config.method].setup(shape=shape).parameters())
+    parameters = sum(p.numel() for p in METHODS[config.method].field.setup(shape=shape).parameters())
     # The training run goes first so the peak RSS it leaves is that of training at its batch size.
     curve = psnr_against_time(config, video, shape) if config.seconds > 0 else []
     summary = {

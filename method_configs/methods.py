@@ -1,0 +1,47 @@
+"""The registered nerfstudio methods: one per row of `fields.METHODS`, identical but for the field.
+
+NVP-S and NVP-L follow the paper (Kim et al., NeurIPS 2022): latent keyframes of 16 dense levels
+from resolution 16 with 2 (S) or 4 (L) features, a modulated SIREN of 3 layers x 128, AdamW at 1e-2
+with weight decay 1e-3 and cosine decay to 1e-5. The reference code's coarse per-frame 3D feature
+grid is a multi-resolution hash grid over (x, y, t) here (see the README).
+"""
+
+from __future__ import annotations
+
+from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
+from nerfstudio.plugins.types import MethodSpecification
+
+from method_configs.fields import METHODS
+from nvp_nerfstudio.data.datamanager import VideoDataManagerConfig
+from nvp_nerfstudio.model import VideoModelConfig
+from nvp_nerfstudio.training import VideoTrainerConfig, paper_optimizers
+
+
+def video_method(name: str, steps: int = 20000) -> MethodSpecification:
+    """A trainer for one video field; everything but the field (and its learning rate) is shared."""
+    method = METHODS[name]
+    config = VideoTrainerConfig(
+        method_name=name,
+        max_num_iterations=steps,
+        steps_per_eval_batch=500,
+        steps_per_eval_image=1000,
+        steps_per_eval_all_images=100000,
+        steps_per_save=2000,
+        save_only_latest_checkpoint=True,
+        mixed_precision=False,
+        pipeline=VanillaPipelineConfig(
+            datamanager=VideoDataManagerConfig(),
+            model=VideoModelConfig(field=method.field),
+        ),
+        optimizers=paper_optimizers(lr=method.lr, final_lr=method.lr / 1000),
+        vis="viewer",
+    )
+    return MethodSpecification(config=config, description=method.description)
+
+
+nvp = video_method("nvp")
+nvp_large = video_method("nvp-large")
+siren_video = video_method("siren-video")
+ffn_video = video_method("ffn-video")
+ngp_video = video_method("ngp-video")
+kplanes_video = video_method("kplanes-video")

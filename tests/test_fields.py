@@ -1,0 +1,47 @@
+"""Every registered video field: shapes, gradients, and that it actually learns a small clip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import moving_gradient
+from method_configs.fields import METHODS
+from nvp_nerfstudio.data.sampler import FramePixelSampler
+from nvp_nerfstudio.fields.base import VideoShape
+from nvp_nerfstudio.render import psnr, render_frame
+
+SHAPE = VideoShape(num_frames=8, height=24, width=32)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_field_shapes_and_gradients(name: str) -> None:
+    torch.manual_seed(0)
+    field = METHODS[name].field.setup(shape=SHAPE)
+    rgb = field(torch.rand(100, 3))
+    assert rgb.shape == (100, 3) and torch.isfinite(rgb).all()
+    rgb.square().mean().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in field.parameters())
+    edges = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    assert torch.isfinite(field(edges)).all()
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_field_learns_a_small_clip(name: str) -> None:
+    torch.manual_seed(0)
+    frames = torch.from_numpy(moving_gradient(SHAPE.num_frames, SHAPE.height, SHAPE.width))
+    field = METHODS[name].field.setup(shape=SHAPE)
+    sampler = FramePixelSampler(frames, range(SHAPE.num_frames), seed=0)
+    optimizer = torch.optim.AdamW(field.parameters(), lr=METHODS[name].lr, weight_decay=1e-3)
+
+    def mean_psnr() -> float:
+        return sum(psnr(render_frame(field, i / 7, 24, 32), frames[i].float() / 255) for i in range(8)) / 8
+
+    before = mean_psnr()
+    for _ in range(150):
+        indices, rgb = sampler.sample(1024)
+        loss = torch.nn.functional.mse_loss(field(sampler.coordinates(indices)), rgb)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert mean_psnr() > before + 3.0

@@ -76,7 +76,7 @@ class VideoModel(Model):
         rgb = torch.tensor(self.config.background_color, device=xyt.device).expand(len(xyt), 3)
         if bool(inside.all()):
             rgb = self.field(xyt)
-        else:
+        elif bool(inside.any()):
             rgb = rgb.clone()
             rgb[inside] = self.field(xyt[inside])
         depth = torch.where(inside, distance, torch.zeros_like(distance))

@@ -9,6 +9,9 @@ from nerfstudio.viewer.viewer_elements import ViewerControl
 
 # Fraction of the view the frame fills along its tighter axis, leaving a margin.
 FILL = 0.9
+# nerfstudio's control panel (~320 px) lies over the right of the canvas: about this fraction of a
+# 1200-px-wide window. The frame, centred on the canvas, is kept clear of it.
+PANEL_FRACTION = 0.27
 
 
 class VideoViewerControl(ViewerControl):
@@ -22,8 +25,10 @@ class VideoViewerControl(ViewerControl):
         self.viser_server.on_client_connect(self.face_video)
 
     def camera_distance(self, vertical_fov: float, aspect: float) -> float:
+        """Distance of a camera on the z axis at which the whole frame shows, clear of the panel."""
         width, height = self.plane_size
-        visible_height = max(height, width / aspect) / FILL
+        # Centred on the canvas, the frame may reach (0.5 - PANEL_FRACTION) of the canvas width either side.
+        visible_height = max(height, width / ((1.0 - 2.0 * PANEL_FRACTION) * aspect)) / FILL
         return 0.5 * visible_height / math.tan(0.5 * vertical_fov)
 
     def face_video(self, client) -> None:

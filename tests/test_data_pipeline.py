@@ -93,3 +93,5 @@ def test_viewer_perspective_rays_hit_the_plane_or_background(clip: Path) -> None
     assert out["rgb"].shape == (3, 3) and out["depth"].shape == out["accumulation"].shape == (3, 1)
     assert out["accumulation"].squeeze(-1).tolist() == [1.0, 0.0, 0.0]
     assert torch.equal(out["rgb"][1:], torch.zeros(2, 3))
+    missing = model.get_outputs(bundle[1:])  # a chunk of rays that all miss the frame
+    assert missing["accumulation"].sum() == 0 and torch.equal(missing["rgb"], torch.zeros(2, 3))

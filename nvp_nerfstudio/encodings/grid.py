@@ -183,8 +183,8 @@ class GridEncoding(nn.Module):
     def torch_forward(self, x: Float[Tensor, "n dims"]) -> Float[Tensor, "n out"]:
         indices, weights = self.corner_indices_and_weights(x)
         # One gather for all corners; index_select's backward (index_add) is ~3x faster than embedding's on CPU.
-        gathered = self.table.index_select(0, indices.view(-1)).view(*indices.shape, -1)
-        return torch.einsum("nlc,nlcf->nlf", weights, gathered).reshape(x.shape[0], -1)
+        gathered = self.table.index_select(0, indices.view(-1)).view(*indices.shape, self.config.features_per_level)
+        return torch.einsum("nlc,nlcf->nlf", weights, gathered).reshape(x.shape[0], self.output_dim)
 
     def _tcnn_forward(self, x: Float[Tensor, "n dims"]) -> Float[Tensor, "n out"]:
         if not self._tcnn:

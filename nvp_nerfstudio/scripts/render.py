@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -80,7 +81,7 @@ class FrameWriter:
         if output.suffix.lower() == ".mp4":
             output.parent.mkdir(parents=True, exist_ok=True)
             self.container = av.open(str(output), "w")
-            self.stream = self.container.add_stream("libx264", rate=_fraction(fps))
+            self.stream = self.container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             # yuv420p plays everywhere but needs even sizes: pad by repeating the last row/column.
             self.stream.width, self.stream.height = width + width % 2, height + height % 2
             self.stream.pix_fmt = "yuv420p"
@@ -102,15 +103,10 @@ class FrameWriter:
             self.container.close()
 
 
-def _fraction(fps: float):
-    from fractions import Fraction
-
-    return Fraction(fps).limit_denominator(1001)
-
-
-def rendered_frames(config: RenderConfig, field, video, positions: np.ndarray) -> Iterator[tuple[np.ndarray, float]]:
+def rendered_frames(
+    config: RenderConfig, field, video, positions: np.ndarray, height: int, width: int
+) -> Iterator[tuple[np.ndarray, float]]:
     """Yields each output frame as uint8 and the seconds spent querying the field for it."""
-    height, width = max(1, round(video.height * config.scale)), max(1, round(video.width * config.scale))
     last = max(video.num_frames - 1, 1)
     for position in positions:
         start = time.perf_counter()
@@ -141,7 +137,7 @@ def main(config: RenderConfig) -> None:
     try:
         with Progress(*columns, console=CONSOLE) as progress:
             task = progress.add_task("render", total=len(positions))
-            for frame, seconds in rendered_frames(config, field, video, positions):
+            for frame, seconds in rendered_frames(config, field, video, positions, height, width):
                 writer.write(frame)
                 field_seconds += seconds
                 progress.advance(task)

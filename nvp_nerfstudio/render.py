@@ -6,15 +6,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from nvp_nerfstudio.fields.base import VideoField
+from nvp_nerfstudio.fields.base import VideoField, pixel_coordinates
 
 
 def frame_coordinates(t: float, height: int, width: int, device: torch.device | str = "cpu") -> Float[Tensor, "pixels 3"]:
     """(x, y, t) of every pixel centre of a frame, rows first, in [0, 1]^3."""
-    rows = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
-    cols = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
-    y, x = torch.meshgrid(rows, cols, indexing="ij")
-    return torch.stack([x, y, torch.full_like(x, t)], dim=-1).reshape(-1, 3)
+    rows, columns = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
+    return pixel_coordinates(rows, columns, torch.tensor(t, device=device), height, width).reshape(-1, 3)
 
 
 @torch.no_grad()

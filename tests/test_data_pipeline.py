@@ -95,3 +95,14 @@ def test_viewer_perspective_rays_hit_the_plane_or_background(clip: Path) -> None
     assert torch.equal(out["rgb"][1:], torch.zeros(2, 3))
     missing = model.get_outputs(bundle[1:])  # a chunk of rays that all miss the frame
     assert missing["accumulation"].sum() == 0 and torch.equal(missing["rgb"], torch.zeros(2, 3))
+
+
+def test_sampler_coordinates_match_the_rays_nerfstudio_generates(clip: Path) -> None:
+    from nerfstudio.model_components.ray_generators import RayGenerator
+
+    model, train = video_model(clip)
+    sampler = FramePixelSampler(train.metadata["video"].frames, train.metadata["frame_indices"], seed=1)
+    indices, _ = sampler.sample(500)
+    xyt, inside, _ = model.plane_coordinates(RayGenerator(train.cameras)(indices))
+    assert inside.all()
+    torch.testing.assert_close(xyt, sampler.coordinates(indices))

@@ -11,6 +11,8 @@ import torch
 from jaxtyping import Float, Int, UInt8
 from torch import Tensor
 
+from nvp_nerfstudio.fields.base import pixel_coordinates
+
 
 class FramePixelSampler:
     """Draws pixels uniformly over the given frames; colours leave uint8 only for the sampled pixels."""
@@ -46,7 +48,5 @@ class FramePixelSampler:
     def coordinates(self, indices: Int[Tensor, "num 3"]) -> Float[Tensor, "num 3"]:
         """(x, y, t) in [0, 1]^3 of the sampled pixel centres: what the video model gets from their rays."""
         num_frames, height, width, _ = self.frames.shape
-        frame = self.frame_indices[indices[:, 0]].float()
-        x = (indices[:, 2].float() + 0.5) / width
-        y = (indices[:, 1].float() + 0.5) / height
-        return torch.stack([x, y, frame / max(num_frames - 1, 1)], dim=-1)
+        t = self.frame_indices[indices[:, 0]].float() / max(num_frames - 1, 1)
+        return pixel_coordinates(indices[:, 1], indices[:, 2], t, height, width)

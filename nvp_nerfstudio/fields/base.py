@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Type
 
+import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
@@ -16,6 +17,13 @@ class VideoShape:
     num_frames: int
     height: int
     width: int
+
+
+def pixel_coordinates(row: Tensor, column: Tensor, t: Tensor, height: int, width: int) -> Float[Tensor, "n 3"]:
+    """Field coordinates (x, y, t) of pixel centres: what a training camera's ray meets on the video plane."""
+    x = (column.float() + 0.5) / width
+    y = (row.float() + 0.5) / height
+    return torch.stack(torch.broadcast_tensors(x, y, t.float()), dim=-1)
 
 
 @dataclass

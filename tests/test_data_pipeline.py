@@ -106,3 +106,15 @@ def test_sampler_coordinates_match_the_rays_nerfstudio_generates(clip: Path) -> 
     xyt, inside, _ = model.plane_coordinates(RayGenerator(train.cameras)(indices))
     assert inside.all()
     torch.testing.assert_close(xyt, sampler.coordinates(indices))
+
+
+def test_linear_blend_baseline_recovers_linear_motion() -> None:
+    from nvp_nerfstudio.scripts.blend_baseline import blend, blend_psnr
+
+    # Brightness ramping linearly in time: blending the neighbours of a held-out frame is exact.
+    ramp = torch.arange(9, dtype=torch.uint8).mul(20).view(9, 1, 1, 1).expand(9, 4, 6, 3).contiguous()
+    assert blend_psnr(ramp, holdout_every=2) == float("inf")
+    torch.testing.assert_close(blend(ramp, [0, 2, 4], 1), ramp[1].float())
+    # A clip with no temporal structure cannot be blended well.
+    noise = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (9, 8, 8, 3), dtype=np.uint8))
+    assert blend_psnr(noise, holdout_every=2) < 12.0

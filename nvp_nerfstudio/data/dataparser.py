@@ -12,7 +12,7 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
-from nvp_nerfstudio.data.video import FrameSelection, VideoFrames, VideoInputError, load_video
+from nvp_nerfstudio.data.video import FrameSelection, VideoFrames, VideoInputError, holdout_split, load_video
 
 # Frames lie in the plane z = 0, longest side 1, x right and y up. Each orthographic camera sits at
 # z = 1 looking down -z; nerfstudio puts an orthophoto ray's origin at the pixel's (x, y) on that plane.
@@ -58,19 +58,17 @@ class VideoDataParser(DataParser):
     def _decode(self) -> VideoFrames:
         config = self.config
         try:
-            if config.holdout_every < 2:
-                raise VideoInputError(f"holdout_every must be >= 2, got {config.holdout_every}")
+            holdout_split(0, config.holdout_every)  # checks the flag before a long decode
             selection = FrameSelection(config.start_frame, config.end_frame, config.stride, config.max_frames, config.downscale)
             return load_video(config.data, selection)
         except VideoInputError as err:
             raise SystemExit(f"error: {err}") from None
 
     def frame_indices(self, split: str) -> list[int]:
-        frames = range(self.video.num_frames)
         if self.config.split == "fit":
-            return list(frames)
-        held_out = [i % self.config.holdout_every == self.config.holdout_every - 1 for i in frames]
-        return [i for i in frames if held_out[i] == (split != "train")]
+            return list(range(self.video.num_frames))
+        kept, held_out = holdout_split(self.video.num_frames, self.config.holdout_every)
+        return kept if split == "train" else held_out
 
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
         video = self.video

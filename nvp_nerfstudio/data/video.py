@@ -112,6 +112,14 @@ class VideoFrames:
         return f"VideoFrames({self.source!r}, {self.num_frames} frames, {self.width}x{self.height}, {self.fps:g} fps)"
 
 
+def holdout_split(num_frames: int, every: int) -> tuple[list[int], list[int]]:
+    """(kept, held out) frame indices when every `every`-th frame (k-1, 2k-1, ...) is held out."""
+    if every < 2:
+        raise VideoInputError(f"holdout_every must be >= 2, got {every}")
+    held = [i for i in range(num_frames) if i % every == every - 1]
+    return [i for i in range(num_frames) if i % every != every - 1], held
+
+
 def resolve_source(data: str | Path) -> Path:
     """Turn `sample:NAME` into the bundled clip's path; check that other paths exist."""
     text = str(data)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Type
 
@@ -11,6 +10,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from nvp_nerfstudio.config import InstantiateConfig
+from nvp_nerfstudio.fields.mlp import Siren
 
 
 @dataclass
@@ -25,14 +25,6 @@ class ModulatedSirenConfig(InstantiateConfig):
     leaky_relu_slope: float = 0.01
 
 
-def siren_init_(layer: nn.Linear, omega: float, is_first: bool) -> None:
-    """SIREN's initialisation: keeps sin(omega * (Wx + b)) well spread at every depth."""
-    bound = 1.0 / layer.in_features if is_first else math.sqrt(6.0 / layer.in_features) / omega
-    with torch.no_grad():
-        layer.weight.uniform_(-bound, bound)
-        layer.bias.uniform_(-bound, bound)
-
-
 class ModulatedSiren(nn.Module):
     """out = head(m_L * sin(w_L(... m_1 * sin(w0 * w_1(t))))), with m_i = modulator layer i of the latent z.
 
@@ -43,22 +35,18 @@ class ModulatedSiren(nn.Module):
         super().__init__()
         self.config = config
         width = config.hidden_dim
-        self.synthesis = nn.ModuleList(nn.Linear(1 if i == 0 else width, width) for i in range(config.num_layers))
+        # The synthesis net is a plain SIREN of t; forward() runs its layers with a modulation after each.
+        self.synthesis = Siren(1, width, config.num_layers, config.first_omega, config.hidden_omega, out_dim)
         self.modulator = nn.ModuleList(
             nn.Linear(latent_dim if i == 0 else width + latent_dim, width) for i in range(config.num_layers)
         )
-        self.head = nn.Linear(width, out_dim)
-        self.omegas = [config.first_omega] + [config.hidden_omega] * (config.num_layers - 1)
-        for i, (layer, omega) in enumerate(zip(self.synthesis, self.omegas)):
-            siren_init_(layer, omega, is_first=i == 0)
-        siren_init_(self.head, config.hidden_omega, is_first=False)
         self.activation = nn.LeakyReLU(config.leaky_relu_slope)
 
     def forward(self, t: Float[Tensor, "n 1"], latent: Float[Tensor, "n latent"]) -> Float[Tensor, "n out"]:
         hidden = t
         modulator_input = latent
-        for synthesis, modulator, omega in zip(self.synthesis, self.modulator, self.omegas):
+        for synthesis, modulator, omega in zip(self.synthesis.layers, self.modulator, self.synthesis.omegas):
             modulation = self.activation(modulator(modulator_input))
             hidden = torch.sin(omega * synthesis(hidden)) * modulation
             modulator_input = torch.cat([modulation, latent], dim=-1)
-        return self.head(hidden)
+        return self.synthesis.head(hidden)

@@ -8,7 +8,10 @@ def allow_nerfstudio_checkpoints() -> None:
     """torch >= 2.6 loads checkpoints with weights_only=True, which refuses the numpy float64 scalars
     that nerfstudio's learning-rate schedulers leave in every checkpoint (ns-eval and resume fail).
     Allow exactly those, under the names numpy 1 and numpy 2 pickle them with: plain data, no code."""
-    from numpy.core.multiarray import scalar
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy 1
+        from numpy.core.multiarray import scalar
 
     torch.serialization.add_safe_globals(
         [

@@ -1,4 +1,5 @@
-"""Benchmark of the NVP field: training throughput over batch sizes, peak memory, PSNR against wall time.
+"""Benchmark of a video field: training throughput over batch sizes, time per step by component, decode
+frames/s, peak memory, PSNR against wall time.
 
 Runs on the core alone (torch, numpy, av, tyro; matplotlib for the plot), so it also runs on a GPU
 machine without nerfstudio. Figures are printed and written to the output folder as markdown, JSON
@@ -11,9 +12,10 @@ import json
 import math
 import resource
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import tyro
@@ -38,10 +40,19 @@ class BenchConfig:
     downscale: int = 1
     max_frames: Optional[int] = None
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
-    batch_sizes: Tuple[int, ...] = (1 << 14, 1 << 15, 1 << 16, 1 << 17, 1 << 18)
-    """Batch sizes whose training throughput (forward + backward + AdamW step) is measured."""
+    batch_sizes: Optional[Tuple[int, ...]] = None
+    """Batch sizes whose training throughput (forward + backward + AdamW step) is measured; None: 2^14-2^18
+    on a CPU, 2^18-2^21 on CUDA."""
     throughput_steps: int = 3
     """Timed steps per batch size, after one warm-up step."""
+    compile: bool = False
+    """Run the field through torch.compile (the step breakdown then times the compiled forward as one)."""
+    decode_size: Optional[Tuple[int, int]] = None
+    """Width and height at which full-frame decoding speed is measured; None: the clip's own."""
+    decode_frames: int = 20
+    """Frames rendered for the decoding speed (after one warm-up frame)."""
+    render_chunk: Optional[int] = None
+    """Pixels per field query when rendering frames; None: 2^16 on a CPU, 2^22 on CUDA."""
     seconds: float = 300.0
     """Wall-clock training budget of the PSNR-against-time run (0 skips it)."""
     train_batch: Optional[int] = None
@@ -61,6 +72,22 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def is_cuda(config: BenchConfig) -> bool:
+    return torch.device(config.device).type == "cuda"
+
+
+def synchronize(config: BenchConfig) -> None:
+    if is_cuda(config):
+        torch.cuda.synchronize()
+
+
+def build_field(config: BenchConfig, shape: VideoShape) -> tuple[VideoField, Callable]:
+    """The field on its device, and the callable that runs it (compiled when asked)."""
+    torch.manual_seed(config.seed)
+    field_module = METHODS[config.method].field.setup(shape=shape).to(config.device)
+    return field_module, torch.compile(field_module) if config.compile else field_module
+
+
 def initial_lr(config: BenchConfig) -> float:
     return config.lr or METHODS[config.method].lr
 
@@ -69,9 +96,9 @@ def optimizer_for(field_module: VideoField, config: BenchConfig) -> torch.optim.
     return torch.optim.AdamW(field_module.parameters(), lr=initial_lr(config), weight_decay=config.weight_decay, fused=True)
 
 
-def train_step(field_module: VideoField, optimizer: torch.optim.Optimizer, sampler: FramePixelSampler, batch: int) -> float:
+def train_step(run_field: Callable, optimizer: torch.optim.Optimizer, sampler: FramePixelSampler, batch: int) -> float:
     indices, rgb = sampler.sample(batch)
-    loss = torch.nn.functional.mse_loss(field_module(sampler.coordinates(indices)), rgb)
+    loss = torch.nn.functional.mse_loss(run_field(sampler.coordinates(indices)), rgb)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -80,37 +107,123 @@ def train_step(field_module: VideoField, optimizer: torch.optim.Optimizer, sampl
 
 def measure_throughput(config: BenchConfig, video: VideoFrames, shape: VideoShape) -> list[dict]:
     rows = []
-    for batch in config.batch_sizes:
-        torch.manual_seed(config.seed)
-        field_module = METHODS[config.method].field.setup(shape=shape).to(config.device)
+    batch_sizes = config.batch_sizes or tuple(1 << k for k in (range(18, 22) if is_cuda(config) else range(14, 19)))
+    for batch in batch_sizes:
+        field_module, run_field = build_field(config, shape)
         optimizer = optimizer_for(field_module, config)
         sampler = FramePixelSampler(video.frames, range(video.num_frames), config.device, seed=config.seed)
-        train_step(field_module, optimizer, sampler, batch)
+        train_step(run_field, optimizer, sampler, batch)
         start = time.perf_counter()
         for _ in range(config.throughput_steps):
-            train_step(field_module, optimizer, sampler, batch)
+            train_step(run_field, optimizer, sampler, batch)
         seconds = (time.perf_counter() - start) / config.throughput_steps
         rows.append({"batch": batch, "step_s": seconds, "samples_per_s": batch / seconds, "peak_rss_mib": peak_rss_mib()})
         CONSOLE.print(f"batch 2^{int(math.log2(batch))}: {batch / seconds / 1e3:8.1f} k samples/s ({seconds * 1e3:.0f} ms a step)")
-        del field_module, optimizer, sampler
+        del field_module, run_field, optimizer, sampler
     return rows
 
 
-def evaluate(field_module: VideoField, video: VideoFrames, frames: list[int]) -> float:
+def step_breakdown(config: BenchConfig, video: VideoFrames, shape: VideoShape, batch: int) -> dict[str, float]:
+    """Milliseconds per training step spent sampling, in each top-level part of the field's forward
+    (encodings, MLP), in the rest of the forward and the loss, in backward and in the optimizer."""
+    field_module, run_field = build_field(config, shape)
+    optimizer = optimizer_for(field_module, config)
+    sampler = FramePixelSampler(video.frames, range(video.num_frames), config.device, seed=config.seed)
+    parts = {
+        f"{name}.{sub}" if isinstance(child, (torch.nn.ModuleDict, torch.nn.ModuleList)) else name: module
+        for name, child in field_module.named_children()
+        for sub, module in (child.named_children() if isinstance(child, (torch.nn.ModuleDict, torch.nn.ModuleList)) else [("", child)])
+    }
+    totals: dict[str, float] = defaultdict(float)
+    started: dict[str, float] = {}
+
+    def clock() -> float:
+        synchronize(config)
+        return time.perf_counter()
+
+    def hook_pair(name: str):
+        def before(*_):
+            started[name] = clock()
+
+        def after(*_):
+            totals[f"forward: {name}"] += clock() - started[name]
+
+        return before, after
+
+    handles = []
+    if not config.compile:  # a compiled forward runs as one graph: hooks would split it
+        for name, module in parts.items():
+            before, after = hook_pair(name)
+            handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+    steps = config.throughput_steps
+    for step in range(steps + 1):  # step 0 warms up
+        if step == 1:
+            totals.clear()
+            totals["sample"] = 0.0  # listed first
+        start = clock()
+        indices, rgb = sampler.sample(batch)
+        xyt = sampler.coordinates(indices)
+        sampled = clock()
+        loss = torch.nn.functional.mse_loss(run_field(xyt), rgb)
+        forward = clock()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        backward = clock()
+        optimizer.step()
+        done = clock()
+        totals["sample"] += sampled - start
+        totals["forward: total"] += forward - sampled
+        totals["backward"] += backward - forward
+        totals["optimizer"] += done - backward
+    for handle in handles:
+        handle.remove()
+    breakdown = {name: 1e3 * seconds / steps for name, seconds in totals.items()}
+    CONSOLE.print(f"step of 2^{int(math.log2(batch))}: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in breakdown.items()))
+    return breakdown
+
+
+def decode_speed(config: BenchConfig, field_module: VideoField, video: VideoFrames) -> dict:
+    """Full frames rendered per second at decode_size (default: the clip's), frames evenly spread in t."""
+    width, height = config.decode_size or (video.width, video.height)
+    chunk = config.render_chunk or (1 << 22 if is_cuda(config) else 1 << 16)
+    render_frame(field_module, 0.0, height, width, chunk)
+    synchronize(config)
+    start = time.perf_counter()
+    for i in range(config.decode_frames):
+        render_frame(field_module, i / max(config.decode_frames - 1, 1), height, width, chunk)
+    synchronize(config)
+    fps = config.decode_frames / (time.perf_counter() - start)
+    CONSOLE.print(f"decoding {width}x{height}: {fps:.1f} frames/s")
+    return {"width": width, "height": height, "frames_per_s": fps}
+
+
+def evaluate(field_module: VideoField, video: VideoFrames, frames: list[int], chunk: int) -> float:
     last = max(video.num_frames - 1, 1)
     scores = [
-        psnr(render_frame(field_module, i / last, video.height, video.width).cpu(), video.frames[i].float() / 255.0)
+        psnr(render_frame(field_module, i / last, video.height, video.width, chunk).cpu(), video.frames[i].float() / 255.0)
         for i in frames
     ]
     return sum(scores) / len(scores)
 
 
-def psnr_against_time(config: BenchConfig, video: VideoFrames, shape: VideoShape) -> list[dict]:
-    torch.manual_seed(config.seed)
-    field_module = METHODS[config.method].field.setup(shape=shape).to(config.device)
+def training_batch(config: BenchConfig) -> int:
+    return config.train_batch or (1 << 20 if is_cuda(config) else 1 << 14)
+
+
+def psnr_against_time(config: BenchConfig, video: VideoFrames, shape: VideoShape) -> tuple[list[dict], VideoField]:
+    """PSNR points of a run trained for config.seconds of wall time, and the trained field."""
+    field_module, run_field = build_field(config, shape)
     optimizer = optimizer_for(field_module, config)
     sampler = FramePixelSampler(video.frames, range(video.num_frames), config.device, seed=config.seed)
-    batch = config.train_batch or (1 << 20 if torch.device(config.device).type == "cuda" else 1 << 14)
+    batch = training_batch(config)
+    chunk = config.render_chunk or (1 << 22 if is_cuda(config) else 1 << 16)
+    if config.compile:  # compile outside the clock: one step, then back to the initial weights and optimizer
+        initial = {name: value.clone() for name, value in field_module.state_dict().items()}
+        start = time.perf_counter()
+        train_step(run_field, optimizer, sampler, batch)
+        CONSOLE.print(f"compiling took {time.perf_counter() - start:.0f} s (not counted as training time)")
+        field_module.load_state_dict(initial)
+        optimizer = optimizer_for(field_module, config)
     count = video.num_frames if config.eval_frames <= 0 else min(config.eval_frames, video.num_frames)
     eval_frames = sorted({round(i * (video.num_frames - 1) / max(count - 1, 1)) for i in range(count)})
     points, trained, steps, next_eval = [], 0.0, 0, config.eval_every
@@ -123,27 +236,35 @@ def psnr_against_time(config: BenchConfig, video: VideoFrames, shape: VideoShape
             for group in optimizer.param_groups:
                 group["lr"] = lr
             start = time.perf_counter()
-            train_step(field_module, optimizer, sampler, batch)
+            train_step(run_field, optimizer, sampler, batch)
             trained += time.perf_counter() - start
             steps += 1
             if trained >= next_eval or trained >= config.seconds:
-                score = evaluate(field_module, video, eval_frames)
+                score = evaluate(field_module, video, eval_frames, chunk)
                 points.append({"seconds": trained, "steps": steps, "psnr": score})
                 next_eval += config.eval_every
                 progress.update(task, completed=min(trained, config.seconds), psnr=f"{score:.2f} dB at {trained:.0f} s")
     CONSOLE.print(f"PSNR {points[-1]['psnr']:.2f} dB after {trained:.0f} s ({steps} steps of {batch}), mean of {len(eval_frames)} frames")
-    return points
+    return points, field_module
 
 
 def write_report(config: BenchConfig, summary: dict) -> None:
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(summary, indent=2))
+    decode = summary["decode"]
     lines = [
-        f"# {config.method} on {summary['clip']} ({summary['device']})",
+        f"# {config.method} on {summary['clip']} ({summary['device']}{', compiled' if config.compile else ''})",
         "",
         f"{summary['parameters'] / 1e6:.2f} M parameters; clip {summary['clip_mib']:.0f} MiB as uint8; "
-        f"peak RSS {summary['peak_rss_mib']:.0f} MiB after the PSNR-against-time run (before the throughput sweep)",
+        f"peak RSS {summary['peak_rss_mib']:.0f} MiB after the PSNR-against-time run (before the throughput sweep)"
+        + (f"; peak CUDA memory {summary['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in summary else ""),
+        "",
+        f"Decoding {decode['width']}x{decode['height']} frames: {decode['frames_per_s']:.1f} frames/s",
+        "",
+        f"| time per step of 2^{int(math.log2(summary['breakdown_batch']))} | ms |",
+        "|---|---|",
+        *[f"| {name} | {ms:.1f} |" for name, ms in summary["breakdown"].items()],
         "",
         "| batch | samples/s | ms / step |",
         "|---|---|---|",
@@ -176,16 +297,23 @@ def main(config: BenchConfig) -> None:
     shape = VideoShape(video.num_frames, video.height, video.width)
     device_name = torch.cuda.get_device_name() if torch.device(config.device).type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     CONSOLE.print(f"{config.method} on {video} ({device_name})")
-    parameters = sum(p.numel() for p in METHODS[config.method].field.setup(shape=shape).parameters())
-    # The training run goes first so the peak RSS it leaves is that of training at its batch size.
-    curve = psnr_against_time(config, video, shape) if config.seconds > 0 else []
+    # The training run goes first so the peak memory it leaves is that of training at its batch size.
+    if config.seconds > 0:
+        curve, trained = psnr_against_time(config, video, shape)
+    else:
+        curve, trained = [], build_field(config, shape)[0]
     summary = {
         "clip": f"{Path(video.source).name} {video.width}x{video.height}x{video.num_frames}",
         "device": device_name,
-        "parameters": parameters,
+        "compiled": config.compile,
+        "parameters": sum(p.numel() for p in trained.parameters()),
         "clip_mib": video.frames.numel() / 2**20,
         "peak_rss_mib": peak_rss_mib(),
+        **({"peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20} if is_cuda(config) else {}),
         "psnr_curve": curve,
+        "decode": decode_speed(config, trained, video),
+        "breakdown_batch": training_batch(config),
+        "breakdown": step_breakdown(config, video, shape, training_batch(config)),
         "throughput": measure_throughput(config, video, shape),
     }
     write_report(config, summary)

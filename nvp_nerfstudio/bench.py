@@ -13,9 +13,9 @@ import math
 import resource
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Literal, Optional, Tuple
 
 import torch
 import tyro
@@ -25,6 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from method_configs.fields import METHODS
 from nvp_nerfstudio.data.sampler import FramePixelSampler
 from nvp_nerfstudio.data.video import FrameSelection, VideoFrames, load_video
+from nvp_nerfstudio.encodings.grid import GridEncodingConfig
 from nvp_nerfstudio.fields.base import VideoField, VideoShape
 from nvp_nerfstudio.render import psnr, render_frame
 
@@ -45,6 +46,10 @@ class BenchConfig:
     on a CPU, 2^18-2^21 on CUDA."""
     throughput_steps: int = 3
     """Timed steps per batch size, after one warm-up step."""
+    grid_backend: Literal["auto", "torch", "triton", "tcnn"] = "auto"
+    """Backend of every grid encoding of the field (auto: tcnn, else Triton on CUDA; torch on a CPU)."""
+    tf32: bool = False
+    """Let CUDA matrix products use TF32 tensor cores (the MLPs; the paper trains in full fp32)."""
     compile: bool = False
     """Run the field through torch.compile (the step breakdown then times the compiled forward as one)."""
     decode_size: Optional[Tuple[int, int]] = None
@@ -81,10 +86,21 @@ def synchronize(config: BenchConfig) -> None:
         torch.cuda.synchronize()
 
 
+def with_grid_backend(config: Any, backend: str) -> Any:
+    """A copy of a (nested) field config whose grid encodings all use the given backend."""
+    if isinstance(config, GridEncodingConfig):
+        return replace(config, backend=backend)
+    if not is_dataclass(config):
+        return config
+    nested = {f.name: getattr(config, f.name) for f in fields(config) if is_dataclass(getattr(config, f.name))}
+    return replace(config, **{name: with_grid_backend(value, backend) for name, value in nested.items()})
+
+
 def build_field(config: BenchConfig, shape: VideoShape) -> tuple[VideoField, Callable]:
     """The field on its device, and the callable that runs it (compiled when asked)."""
     torch.manual_seed(config.seed)
-    field_module = METHODS[config.method].field.setup(shape=shape).to(config.device)
+    field_config = with_grid_backend(METHODS[config.method].field, config.grid_backend)
+    field_module = field_config.setup(shape=shape).to(config.device)
     return field_module, torch.compile(field_module) if config.compile else field_module
 
 
@@ -254,7 +270,8 @@ def write_report(config: BenchConfig, summary: dict) -> None:
     (out / "bench.json").write_text(json.dumps(summary, indent=2))
     decode = summary["decode"]
     lines = [
-        f"# {config.method} on {summary['clip']} ({summary['device']}{', compiled' if config.compile else ''})",
+        f"# {config.method} on {summary['clip']} ({summary['device']}; grid backend {config.grid_backend}"
+        f"{', TF32' if config.tf32 else ''}{', compiled' if config.compile else ''})",
         "",
         f"{summary['parameters'] / 1e6:.2f} M parameters; clip {summary['clip_mib']:.0f} MiB as uint8; "
         f"peak RSS {summary['peak_rss_mib']:.0f} MiB after the PSNR-against-time run (before the throughput sweep)"
@@ -293,6 +310,7 @@ def write_report(config: BenchConfig, summary: dict) -> None:
 def main(config: BenchConfig) -> None:
     if config.method not in METHODS:
         raise SystemExit(f"error: unknown method {config.method!r}: choose one of {', '.join(METHODS)}")
+    torch.backends.cuda.matmul.allow_tf32 = config.tf32
     video = load_video(config.data, FrameSelection(max_frames=config.max_frames, downscale=config.downscale))
     shape = VideoShape(video.num_frames, video.height, video.width)
     device_name = torch.cuda.get_device_name() if torch.device(config.device).type == "cuda" else f"CPU, {torch.get_num_threads()} threads"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -108,6 +109,39 @@ def test_tcnn_backend_matches_torch(grid_type: str, finest: tuple) -> None:
     encoding = config.setup(finest_resolution=finest).cuda()
     points = torch.rand(4096, len(finest), device="cuda")
     torch.testing.assert_close(encoding._tcnn_forward(points * encoding.axis_scale), encoding.torch_forward(points * encoding.axis_scale), rtol=1e-3, atol=1e-4)
+
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture
+def triton_grid(monkeypatch):
+    """The fused kernels: compiled on CUDA, run by Triton's interpreter on a CPU."""
+    if DEVICE == "cpu":
+        # Read when Triton decorates its kernels, i.e. at its first import (nothing imports it on a CPU before).
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    pytest.importorskip("triton")
+    return importlib.import_module("nvp_nerfstudio.encodings.triton_grid")
+
+
+@pytest.mark.parametrize(
+    "grid_type,finest,features", [("hash", (64, 40, 200), 2), ("dense", (120, 60), 4), ("hash", (300,), 1), ("dense", (9, 7, 5), 2)]
+)
+def test_triton_backend_matches_torch(triton_grid, grid_type: str, finest: tuple, features: int) -> None:
+    config = GridEncodingConfig(grid_type=grid_type, num_levels=6, features_per_level=features, log2_hashmap_size=10, base_resolution=4, init_scale=1.0)
+    encoding = config.setup(finest_resolution=finest).to(DEVICE)
+    points = torch.rand(1000, len(finest), device=DEVICE)
+    points[:2] = torch.tensor([[0.0], [1.0]], device=DEVICE)  # the edges, where dense indices wrap
+    scaled = points * encoding.axis_scale
+    expected = encoding.torch_forward(scaled)
+    upstream = torch.randn_like(expected)
+    (expected * upstream).sum().backward()
+    expected_grad, encoding.params.grad = encoding.params.grad, None
+    features_out = triton_grid.grid_forward(encoding, scaled)
+    (features_out * upstream).sum().backward()
+    torch.testing.assert_close(features_out, expected, rtol=1e-4, atol=1e-4)  # another summation order
+    # Atomic adds sum in another order than index_add: equal up to float rounding.
+    torch.testing.assert_close(encoding.params.grad, expected_grad, rtol=1e-4, atol=1e-5)
 
 
 def nvp_field(backend: str = "auto"):

@@ -11,6 +11,7 @@ Core module: imports only torch and numpy (tinycudann lazily).
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -41,6 +42,11 @@ def tcnn_module():
     return tinycudann
 
 
+@lru_cache(maxsize=1)
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 @dataclass
 class GridEncodingConfig(InstantiateConfig):
     """A multi-resolution grid; its finest resolution per axis is given at setup, from the video."""
@@ -56,8 +62,8 @@ class GridEncodingConfig(InstantiateConfig):
     """Vertices per axis of the coarsest level (along the longest axis)."""
     init_scale: float = 1e-4
     """Features start uniform in [-init_scale, init_scale], as tiny-cuda-nn and the NVP paper do."""
-    backend: Literal["auto", "torch", "tcnn"] = "auto"
-    """`auto` uses tiny-cuda-nn when it is importable and the input is on CUDA, torch otherwise."""
+    backend: Literal["auto", "torch", "triton", "tcnn"] = "auto"
+    """`auto`: on CUDA tiny-cuda-nn when it is importable, else the fused Triton kernels; torch on a CPU."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,7 @@ class GridEncoding(nn.Module):
         resolution = torch.tensor(layout.resolutions, dtype=torch.int64)
         strides = torch.stack([resolution**d for d in range(dims)], dim=-1)  # [levels, dims]
         self.register_buffer("strides", strides, persistent=False)
+        self.register_buffer("resolutions", resolution, persistent=False)
         self.register_buffer("level_sizes", torch.tensor(layout.level_sizes, dtype=torch.int64), persistent=False)
         self.register_buffer("offsets", torch.tensor(layout.offsets, dtype=torch.int64), persistent=False)
         self.register_buffer("hashed", torch.tensor(layout.hashed), persistent=False)
@@ -146,19 +153,29 @@ class GridEncoding(nn.Module):
     def table(self) -> Float[Tensor, "entries features"]:
         return self.params.view(-1, self.config.features_per_level)
 
-    def uses_tcnn(self, x: Tensor) -> bool:
-        if self.config.backend == "torch":
-            return False
-        if self.config.backend == "tcnn":
-            if not x.is_cuda:
-                raise RuntimeError("the tcnn grid backend needs CUDA tensors; use backend 'torch' on CPU")
-            return True
-        return x.is_cuda and tcnn_module() is not None
+    def backend_for(self, x: Tensor) -> str:
+        """The backend that computes this input's features."""
+        backend = self.config.backend
+        if backend == "tcnn" and not x.is_cuda:
+            raise RuntimeError("the tcnn grid backend needs CUDA tensors; use backend 'torch' on CPU")
+        if backend != "auto":
+            return backend
+        if not x.is_cuda:
+            return "torch"
+        return "tcnn" if tcnn_module() is not None else "triton" if triton_available() else "torch"
 
     def forward(self, x: Float[Tensor, "*batch dims"]) -> Float[Tensor, "*batch out"]:
         batch_shape = x.shape[:-1]
         scaled = x.reshape(-1, x.shape[-1]).float() * self.axis_scale
-        features = self._tcnn_forward(scaled) if self.uses_tcnn(scaled) else self.torch_forward(scaled)
+        backend = self.backend_for(scaled)
+        if backend == "tcnn":
+            features = self._tcnn_forward(scaled)
+        elif backend == "triton":
+            from nvp_nerfstudio.encodings.triton_grid import grid_forward
+
+            features = grid_forward(self, scaled)
+        else:
+            features = self.torch_forward(scaled)
         return features.reshape(*batch_shape, self.output_dim)
 
     def corner_indices_and_weights(self, x: Float[Tensor, "n dims"]) -> tuple[Tensor, Tensor]:

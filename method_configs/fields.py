@@ -6,7 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from nvp_nerfstudio.fields.base import VideoFieldConfig
-from nvp_nerfstudio.fields.baselines import FourierFieldConfig, HashGridFieldConfig, KPlanesFieldConfig, SirenFieldConfig
+from nvp_nerfstudio.fields.baselines import (
+    FourierFieldConfig,
+    HashGridFieldConfig,
+    KPlanesFieldConfig,
+    NeRVFieldConfig,
+    SirenFieldConfig,
+)
 from nvp_nerfstudio.fields.nvp import NVPFieldConfig
 
 
@@ -35,4 +41,6 @@ METHODS = {
     "ffn-video": VideoMethod(FourierFieldConfig(), 1e-3, "Baseline: Fourier features (256, sigma 10) + 4 x 256 ReLU MLP"),
     "ngp-video": VideoMethod(HashGridFieldConfig(), 1e-2, "Baseline: Instant-NGP's 16-level 3D hash grid over (x, y, t) + 2 x 64 MLP"),
     "kplanes-video": VideoMethod(KPlanesFieldConfig(), 1e-2, "Baseline: K-Planes, xy/xt/yt planes multiplied + 2 x 64 MLP"),
+    # NeRV trains on whole frames (its batch mode); 5e-4 is NeRV's rate with Adam.
+    "nerv-video": VideoMethod(NeRVFieldConfig(), 5e-4, "Baseline: NeRV, frame time -> MLP -> 5 conv + pixel-shuffle blocks, whole frames"),
 }

@@ -30,7 +30,7 @@ def video_method(name: str, steps: int = 20000) -> MethodSpecification:
         save_only_latest_checkpoint=True,
         mixed_precision=False,
         pipeline=VanillaPipelineConfig(
-            datamanager=VideoDataManagerConfig(),
+            datamanager=VideoDataManagerConfig(whole_frames=method.field._target.trains_on_whole_frames),
             model=VideoModelConfig(field=method.field),
         ),
         optimizers=paper_optimizers(lr=method.lr, final_lr=method.lr / 1000),
@@ -45,3 +45,4 @@ siren_video = video_method("siren-video")
 ffn_video = video_method("ffn-video")
 ngp_video = video_method("ngp-video")
 kplanes_video = video_method("kplanes-video")
+nerv_video = video_method("nerv-video")

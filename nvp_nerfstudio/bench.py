@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Tuple
+from typing import Any, Callable, Literal, Optional, Sequence, Tuple
 
 import torch
 import tyro
@@ -60,6 +60,8 @@ class BenchConfig:
     """Pixels per field query when rendering frames; None: 2^16 on a CPU, 2^22 on CUDA."""
     seconds: float = 300.0
     """Wall-clock training budget of the PSNR-against-time run (0 skips it)."""
+    steps: Optional[int] = None
+    """Train this many steps instead of for `seconds` (the learning-rate schedule then follows steps)."""
     train_batch: Optional[int] = None
     """Pixels per step of that run; None: 2**14 on a CPU, 2**20 on CUDA (as ns-train)."""
     eval_every: float = 30.0
@@ -104,6 +106,14 @@ def build_field(config: BenchConfig, shape: VideoShape) -> tuple[VideoField, Cal
     return field_module, torch.compile(field_module) if config.compile else field_module
 
 
+def sampler_for(
+    config: BenchConfig, video: VideoFrames, field_module: VideoField, frames: Optional[Sequence[int]] = None
+) -> FramePixelSampler:
+    """Training batches from the given frames (default: all), in the batch mode the field trains in."""
+    frames = range(video.num_frames) if frames is None else frames
+    return FramePixelSampler(video.frames, frames, config.device, seed=config.seed, whole_frames=field_module.trains_on_whole_frames)
+
+
 def initial_lr(config: BenchConfig) -> float:
     return config.lr or METHODS[config.method].lr
 
@@ -127,7 +137,7 @@ def measure_throughput(config: BenchConfig, video: VideoFrames, shape: VideoShap
     for batch in batch_sizes:
         field_module, run_field = build_field(config, shape)
         optimizer = optimizer_for(field_module, config)
-        sampler = FramePixelSampler(video.frames, range(video.num_frames), config.device, seed=config.seed)
+        sampler = sampler_for(config, video, field_module)
         train_step(run_field, optimizer, sampler, batch)
         start = time.perf_counter()
         for _ in range(config.throughput_steps):
@@ -144,7 +154,7 @@ def step_breakdown(config: BenchConfig, video: VideoFrames, shape: VideoShape, b
     (encodings, MLP), in the rest of the forward and the loss, in backward and in the optimizer."""
     field_module, run_field = build_field(config, shape)
     optimizer = optimizer_for(field_module, config)
-    sampler = FramePixelSampler(video.frames, range(video.num_frames), config.device, seed=config.seed)
+    sampler = sampler_for(config, video, field_module)
     parts = {
         f"{name}.{sub}" if isinstance(child, (torch.nn.ModuleDict, torch.nn.ModuleList)) else name: module
         for name, child in field_module.named_children()
@@ -226,11 +236,26 @@ def training_batch(config: BenchConfig) -> int:
     return config.train_batch or (1 << 20 if is_cuda(config) else 1 << 14)
 
 
-def psnr_against_time(config: BenchConfig, video: VideoFrames, shape: VideoShape) -> tuple[list[dict], VideoField]:
-    """PSNR points of a run trained for config.seconds of wall time, and the trained field."""
+def evenly_spaced(frames: Sequence[int], count: int) -> list[int]:
+    """`count` of the given frames, spread evenly from the first to the last (all of them when count <= 0)."""
+    frames = list(frames)
+    if count <= 0 or count >= len(frames):
+        return frames
+    return [frames[round(i * (len(frames) - 1) / max(count - 1, 1))] for i in range(count)]
+
+
+def psnr_against_time(
+    config: BenchConfig,
+    video: VideoFrames,
+    shape: VideoShape,
+    train_frames: Optional[Sequence[int]] = None,
+    eval_frames: Optional[Sequence[int]] = None,
+) -> tuple[list[dict], VideoField]:
+    """PSNR points of a run trained on `train_frames` (default: all) for config.seconds of wall time
+    (or config.steps steps), scored on `eval_frames` (default: config.eval_frames of them), and the trained field."""
     field_module, run_field = build_field(config, shape)
     optimizer = optimizer_for(field_module, config)
-    sampler = FramePixelSampler(video.frames, range(video.num_frames), config.device, seed=config.seed)
+    sampler = sampler_for(config, video, field_module, train_frames)
     batch = training_batch(config)
     chunk = config.render_chunk or (1 << 22 if is_cuda(config) else 1 << 16)
     if config.compile:  # compile outside the clock: one step, then back to the initial weights and optimizer
@@ -240,27 +265,34 @@ def psnr_against_time(config: BenchConfig, video: VideoFrames, shape: VideoShape
         CONSOLE.print(f"compiling took {time.perf_counter() - start:.0f} s (not counted as training time)")
         field_module.load_state_dict(initial)
         optimizer = optimizer_for(field_module, config)
-    count = video.num_frames if config.eval_frames <= 0 else min(config.eval_frames, video.num_frames)
-    eval_frames = sorted({round(i * (video.num_frames - 1) / max(count - 1, 1)) for i in range(count)})
+    if eval_frames is None:
+        eval_frames = evenly_spaced(range(video.num_frames), config.eval_frames)
     points, trained, steps, next_eval = [], 0.0, 0, config.eval_every
-    with Progress(TextColumn("training {task.fields[psnr]}"), BarColumn(), TimeElapsedColumn(), console=CONSOLE) as progress:
-        task = progress.add_task("train", total=config.seconds, psnr="")
-        while trained < config.seconds:
-            # Cosine decay over the wall-clock budget, as the paper's schedule over its run.
-            progress_fraction = min(trained / config.seconds, 1.0)
-            lr = initial_lr(config) * (1e-3 + 0.5 * (1 - 1e-3) * (1 + math.cos(math.pi * progress_fraction)))
+
+    def done_fraction() -> float:
+        return steps / config.steps if config.steps else trained / config.seconds
+
+    columns = (TextColumn(f"training {config.method} {{task.fields[psnr]}}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=CONSOLE) as progress:
+        task = progress.add_task("train", total=1.0, psnr="")
+        while done_fraction() < 1.0:
+            # Cosine decay over the run, as the paper's schedule.
+            lr = initial_lr(config) * (1e-3 + 0.5 * (1 - 1e-3) * (1 + math.cos(math.pi * done_fraction())))
             for group in optimizer.param_groups:
                 group["lr"] = lr
             start = time.perf_counter()
             train_step(run_field, optimizer, sampler, batch)
             trained += time.perf_counter() - start
             steps += 1
-            if trained >= next_eval or trained >= config.seconds:
+            if trained >= next_eval or done_fraction() >= 1.0:
                 score = evaluate(field_module, video, eval_frames, chunk)
                 points.append({"seconds": trained, "steps": steps, "psnr": score})
                 next_eval += config.eval_every
-                progress.update(task, completed=min(trained, config.seconds), psnr=f"{score:.2f} dB at {trained:.0f} s")
-    CONSOLE.print(f"PSNR {points[-1]['psnr']:.2f} dB after {trained:.0f} s ({steps} steps of {batch}), mean of {len(eval_frames)} frames")
+                progress.update(task, completed=min(done_fraction(), 1.0), psnr=f"{score:.2f} dB at {trained:.0f} s")
+    CONSOLE.print(
+        f"{config.method}: PSNR {points[-1]['psnr']:.2f} dB after {trained:.0f} s ({steps} steps of {batch}), "
+        f"mean of {len(eval_frames)} frames"
+    )
     return points, field_module
 
 
@@ -316,7 +348,7 @@ def main(config: BenchConfig) -> None:
     device_name = torch.cuda.get_device_name() if torch.device(config.device).type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     CONSOLE.print(f"{config.method} on {video} ({device_name})")
     # The training run goes first so the peak memory it leaves is that of training at its batch size.
-    if config.seconds > 0:
+    if config.seconds > 0 or config.steps:
         curve, trained = psnr_against_time(config, video, shape)
     else:
         curve, trained = [], build_field(config, shape)[0]

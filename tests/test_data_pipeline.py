@@ -69,6 +69,20 @@ def video_model(clip: Path):
     return model, train
 
 
+def test_whole_frame_sampler_returns_every_pixel_of_random_frames() -> None:
+    frames = torch.randint(0, 256, (6, 5, 7, 3), dtype=torch.uint8)
+    sampler = FramePixelSampler(frames, [1, 3, 4], seed=0, whole_frames=True)
+    indices, rgb = sampler.sample(2 * 5 * 7 + 10)  # room for two whole frames
+    assert indices.shape == (2 * 35, 3)
+    for block, colours in zip(indices.view(2, 35, 3), rgb.view(2, 35, 3)):
+        camera = block[0, 0]
+        assert (block[:, 0] == camera).all()
+        assert sorted(zip(block[:, 1].tolist(), block[:, 2].tolist())) == [(r, c) for r in range(5) for c in range(7)]
+        frame = [1, 3, 4][camera]
+        torch.testing.assert_close(colours, frames[frame, block[:, 1], block[:, 2]].float() / 255)
+    assert sampler.sample(3)[0].shape == (35, 3)  # at least one frame
+
+
 def test_orthographic_rays_land_on_their_pixel_centres(clip: Path) -> None:
     model, train = video_model(clip)
     camera = train.cameras[4:5]

@@ -32,7 +32,7 @@ def test_field_learns_a_small_clip(name: str) -> None:
     torch.manual_seed(0)
     frames = torch.from_numpy(moving_gradient(SHAPE.num_frames, SHAPE.height, SHAPE.width))
     field = METHODS[name].field.setup(shape=SHAPE)
-    sampler = FramePixelSampler(frames, range(SHAPE.num_frames), seed=0)
+    sampler = FramePixelSampler(frames, range(SHAPE.num_frames), seed=0, whole_frames=field.trains_on_whole_frames)
     optimizer = torch.optim.AdamW(field.parameters(), lr=METHODS[name].lr, weight_decay=1e-3)
 
     def mean_psnr() -> float:
@@ -46,3 +46,14 @@ def test_field_learns_a_small_clip(name: str) -> None:
         loss.backward()
         optimizer.step()
     assert mean_psnr() > before + 3.0
+
+
+def test_nerv_reads_its_generated_frames_exactly_at_pixel_centres() -> None:
+    torch.manual_seed(0)
+    field = METHODS["nerv-video"].field.setup(shape=SHAPE)
+    with torch.no_grad():
+        frame = field.frames(torch.tensor([3 / 7]))[0].permute(1, 2, 0)
+        torch.testing.assert_close(render_frame(field, 3 / 7, SHAPE.height, SHAPE.width), frame.clamp(0, 1))
+        # Between two pixel centres: their mean.
+        between = field(torch.tensor([[1.0 / SHAPE.width, 0.5 / SHAPE.height, 3 / 7]]))[0]
+        torch.testing.assert_close(between, (frame[0, 0] + frame[0, 1]) / 2)

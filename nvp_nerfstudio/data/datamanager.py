@@ -26,6 +26,8 @@ class VideoDataManagerConfig(VanillaDataManagerConfig):
     train_num_rays_per_batch: Optional[int] = None  # type: ignore[assignment]
     """Pixels per training step; None picks 2**14 on a CPU and 2**20 on CUDA."""
     eval_num_rays_per_batch: int = 1 << 14
+    whole_frames: bool = False
+    """Batches of every pixel of a few random frames (fields that generate whole frames, like NeRV)."""
     seed: int = 42
 
 
@@ -43,7 +45,9 @@ class VideoDataManager(VanillaDataManager[VideoDataset]):
         self.eval_dataloader = RandIndicesEvalDataloader(input_dataset=self.eval_dataset, device=self.device)
 
     def _frame_sampler(self, dataset: VideoDataset, seed: int) -> FramePixelSampler:
-        return FramePixelSampler(dataset.video.frames, dataset.frame_indices, device=self.device, seed=seed)
+        return FramePixelSampler(
+            dataset.video.frames, dataset.frame_indices, device=self.device, seed=seed, whole_frames=self.config.whole_frames
+        )
 
     def get_train_rays_per_batch(self) -> int:
         if self.config.train_num_rays_per_batch is not None:

@@ -1,4 +1,5 @@
-"""Uniform random (frame, row, column) samples gathered straight from the uint8 video tensor.
+"""Uniform random (frame, row, column) samples gathered straight from the uint8 video tensor, or
+every pixel of a few random frames for fields that generate whole frames.
 
 Core module: imports only torch.
 """
@@ -23,12 +24,14 @@ class FramePixelSampler:
         frame_indices: Sequence[int],
         device: torch.device | str = "cpu",
         seed: int | None = None,
+        whole_frames: bool = False,
     ) -> None:
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
         if len(frame_indices) == 0:
             raise ValueError("no frames to sample from")
         self.device = torch.device(device)
+        self.whole_frames = whole_frames
         self.frames = frames.to(self.device)  # no copy on CPU; one uint8 copy on a GPU
         self.frame_indices = torch.as_tensor(list(frame_indices), dtype=torch.int64, device=self.device)
         self.generator = torch.Generator(device=self.device)
@@ -36,12 +39,21 @@ class FramePixelSampler:
             self.generator.manual_seed(seed)
 
     def sample(self, num: int) -> tuple[Int[Tensor, "num 3"], Float[Tensor, "num 3"]]:
-        """Returns (camera index into frame_indices, row, column) per sample, and its RGB in [0, 1]."""
+        """Returns (camera index into frame_indices, row, column) per sample, and its RGB in [0, 1].
+
+        With whole_frames, every pixel of num // (height * width) random frames (at least one)."""
         _, height, width, _ = self.frames.shape
         options = {"device": self.device, "generator": self.generator}
-        camera = torch.randint(len(self.frame_indices), (num,), **options)
-        row = torch.randint(height, (num,), **options)
-        column = torch.randint(width, (num,), **options)
+        if self.whole_frames:
+            count = max(1, num // (height * width))
+            camera = torch.randint(len(self.frame_indices), (count, 1, 1), **options)
+            row = torch.arange(height, device=self.device)[None, :, None]
+            column = torch.arange(width, device=self.device)[None, None, :]
+            camera, row, column = (v.reshape(-1) for v in torch.broadcast_tensors(camera, row, column))
+        else:
+            camera = torch.randint(len(self.frame_indices), (num,), **options)
+            row = torch.randint(height, (num,), **options)
+            column = torch.randint(width, (num,), **options)
         rgb = self.frames[self.frame_indices[camera], row, column].float().div_(255.0)
         return torch.stack([camera, row, column], dim=-1), rgb
 

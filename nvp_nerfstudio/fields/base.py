@@ -34,6 +34,10 @@ class VideoFieldConfig(InstantiateConfig):
 class VideoField(nn.Module):
     """Maps coordinates (x, y, t) in [0, 1]^3 (x right, y down, t from first to last frame) to RGB in [0, 1]."""
 
+    trains_on_whole_frames = False
+    """Whether training batches should be all pixels of a few frames (fields that generate whole frames)
+    rather than pixels drawn across the whole video."""
+
     def __init__(self, config: VideoFieldConfig, shape: VideoShape) -> None:
         super().__init__()
         self.config = config

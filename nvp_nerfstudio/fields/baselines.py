@@ -1,4 +1,4 @@
-"""The baseline video fields of the paper's comparisons: SIREN, FFN, Instant-NGP-style hash grid, K-Planes.
+"""The baseline video fields of the paper's comparisons: SIREN, FFN, Instant-NGP-style hash grid, K-Planes, NeRV.
 
 Each maps (x, y, t) in [0, 1]^3 to RGB like the NVP field, so the model, data, training and metrics
 are the same; only the field differs.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Type
+from typing import Tuple, Type
 
 import torch
 from jaxtyping import Float
@@ -131,3 +131,77 @@ class KPlanesField(VideoField):
         for axes, name in KEYFRAME_PLANES:
             features = features * self.planes[name](xyt[:, list(axes)])
         return 0.5 + 0.5 * self.net(features)
+
+
+@dataclass
+class NeRVFieldConfig(VideoFieldConfig):
+    """NeRV (Chen et al. 2021): the frame index, positionally encoded, through an MLP to a small feature
+    map, then convolution + pixel-shuffle blocks that upsample it to the whole frame."""
+
+    _target: Type = field(default_factory=lambda: NeRVField)
+    num_frequencies: int = 80
+    """Sine/cosine pairs of the frame-time encoding, frequencies 1.25^k * pi (NeRV's b = 1.25, l = 80)."""
+    frequency_base: float = 1.25
+    stem_dim: int = 512
+    """Width of the MLP's hidden layer."""
+    upscale_factors: Tuple[int, ...] = (4, 2, 2, 2, 2)
+    """Pixel-shuffle factor of each block; the feature map starts at the frame size divided by their product."""
+    channels: Tuple[int, ...] = (64, 64, 48, 32, 32, 16)
+    """Channels of the first feature map, then after each block."""
+
+
+class NeRVField(VideoField):
+    """Generates whole frames, then reads the asked (x, y) from them (bilinear; exact at pixel centres)."""
+
+    config: NeRVFieldConfig
+    trains_on_whole_frames = True
+
+    def __init__(self, config: NeRVFieldConfig, shape: VideoShape) -> None:
+        super().__init__(config, shape)
+        if len(config.channels) != len(config.upscale_factors) + 1:
+            raise ValueError("NeRV needs one more channel count than upscale factors (the first feature map's)")
+        scale = math.prod(config.upscale_factors)
+        self.base_size = (-(-shape.height // scale), -(-shape.width // scale))  # cropped to the frame at the end
+        self.register_buffer(
+            "frequencies", config.frequency_base ** torch.arange(config.num_frequencies, dtype=torch.float32) * math.pi
+        )
+        base_pixels = self.base_size[0] * self.base_size[1]
+        self.stem = nn.Sequential(
+            nn.Linear(2 * config.num_frequencies, config.stem_dim), nn.GELU(),
+            nn.Linear(config.stem_dim, config.channels[0] * base_pixels), nn.GELU(),
+        )
+        self.blocks = nn.Sequential(
+            *[
+                nn.Sequential(nn.Conv2d(c_in, c_out * s * s, 3, padding=1), nn.PixelShuffle(s), nn.GELU())
+                for c_in, c_out, s in zip(config.channels[:-1], config.channels[1:], config.upscale_factors)
+            ]
+        )
+        self.head = nn.Conv2d(config.channels[-1], 3, 1)
+
+    def frames(self, t: Float[Tensor, "k"]) -> Float[Tensor, "k 3 height width"]:
+        """Whole frames at times t in [0, 1]."""
+        phase = t[:, None] * self.frequencies
+        features = self.stem(torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1))
+        features = features.view(len(t), self.config.channels[0], *self.base_size)
+        rgb = 0.5 + 0.5 * self.head(self.blocks(features))
+        return rgb[:, :, : self.shape.height, : self.shape.width]
+
+    def forward(self, xyt: Float[Tensor, "n 3"]) -> Float[Tensor, "n 3"]:
+        xyt = xyt.clamp(0.0, 1.0)
+        times, frame_of_point = torch.unique(xyt[:, 2], return_inverse=True)
+        frames = self.frames(times)
+        height, width = self.shape.height, self.shape.width
+        # Pixel centres sit at (i + 0.5) / size: bilinear between the four nearest centres.
+        column = (xyt[:, 0] * width - 0.5).clamp(0, width - 1)
+        row = (xyt[:, 1] * height - 0.5).clamp(0, height - 1)
+        column0, row0 = column.floor().long(), row.floor().long()
+        column1, row1 = (column0 + 1).clamp(max=width - 1), (row0 + 1).clamp(max=height - 1)
+        wx, wy = (column - column0)[:, None], (row - row0)[:, None]
+        pixels = frames.permute(0, 2, 3, 1)  # [k, h, w, 3]
+
+        def at(r: Tensor, c: Tensor) -> Tensor:
+            return pixels[frame_of_point, r, c]
+
+        top = at(row0, column0) * (1 - wx) + at(row0, column1) * wx
+        bottom = at(row1, column0) * (1 - wx) + at(row1, column1) * wx
+        return top * (1 - wy) + bottom * wy

@@ -109,9 +109,10 @@ def build_field(config: BenchConfig, shape: VideoShape) -> tuple[VideoField, Cal
 def sampler_for(
     config: BenchConfig, video: VideoFrames, field_module: VideoField, frames: Optional[Sequence[int]] = None
 ) -> FramePixelSampler:
-    """Training batches from the given frames (default: all), in the batch mode the field trains in."""
+    """Training batches from the given frames (default: all), in the batch mode the field trains in,
+    never from the video's missing pixels (inpainting)."""
     frames = range(video.num_frames) if frames is None else frames
-    return FramePixelSampler(video.frames, frames, config.device, seed=config.seed, whole_frames=field_module.trains_on_whole_frames)
+    return FramePixelSampler(video.frames, frames, config.device, config.seed, field_module.trains_on_whole_frames, video.missing)
 
 
 def initial_lr(config: BenchConfig) -> float:
@@ -122,13 +123,15 @@ def optimizer_for(field_module: VideoField, config: BenchConfig) -> torch.optim.
     return torch.optim.AdamW(field_module.parameters(), lr=initial_lr(config), weight_decay=config.weight_decay, fused=True)
 
 
-def train_step(run_field: Callable, optimizer: torch.optim.Optimizer, sampler: FramePixelSampler, batch: int) -> float:
+def train_step(run_field: Callable, optimizer: torch.optim.Optimizer, sampler: FramePixelSampler, batch: int) -> int:
+    """One step on about `batch` pixels; returns how many it trained on (whole-frame batches round)."""
     indices, rgb = sampler.sample(batch)
     loss = torch.nn.functional.mse_loss(run_field(sampler.coordinates(indices)), rgb)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return loss.item()  # also synchronises CUDA, so wall times are honest
+    loss.item()  # synchronises CUDA, so wall times are honest
+    return len(indices)
 
 
 def measure_throughput(config: BenchConfig, video: VideoFrames, shape: VideoShape) -> list[dict]:
@@ -140,11 +143,11 @@ def measure_throughput(config: BenchConfig, video: VideoFrames, shape: VideoShap
         sampler = sampler_for(config, video, field_module)
         train_step(run_field, optimizer, sampler, batch)
         start = time.perf_counter()
-        for _ in range(config.throughput_steps):
-            train_step(run_field, optimizer, sampler, batch)
+        samples = sum(train_step(run_field, optimizer, sampler, batch) for _ in range(config.throughput_steps))
         seconds = (time.perf_counter() - start) / config.throughput_steps
-        rows.append({"batch": batch, "step_s": seconds, "samples_per_s": batch / seconds, "peak_rss_mib": peak_rss_mib()})
-        CONSOLE.print(f"batch 2^{int(math.log2(batch))}: {batch / seconds / 1e3:8.1f} k samples/s ({seconds * 1e3:.0f} ms a step)")
+        rate = samples / config.throughput_steps / seconds
+        rows.append({"batch": batch, "step_s": seconds, "samples_per_s": rate, "peak_rss_mib": peak_rss_mib()})
+        CONSOLE.print(f"batch 2^{int(math.log2(batch))}: {rate / 1e3:8.1f} k samples/s ({seconds * 1e3:.0f} ms a step)")
         del field_module, run_field, optimizer, sampler
     return rows
 
@@ -267,7 +270,7 @@ def psnr_against_time(
         optimizer = optimizer_for(field_module, config)
     if eval_frames is None:
         eval_frames = evenly_spaced(range(video.num_frames), config.eval_frames)
-    points, trained, steps, next_eval = [], 0.0, 0, config.eval_every
+    points, trained, steps, samples, next_eval = [], 0.0, 0, 0, config.eval_every
 
     def done_fraction() -> float:
         return steps / config.steps if config.steps else trained / config.seconds
@@ -281,12 +284,12 @@ def psnr_against_time(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             start = time.perf_counter()
-            train_step(run_field, optimizer, sampler, batch)
+            samples += train_step(run_field, optimizer, sampler, batch)
             trained += time.perf_counter() - start
             steps += 1
             if trained >= next_eval or done_fraction() >= 1.0:
                 score = evaluate(field_module, video, eval_frames, chunk)
-                points.append({"seconds": trained, "steps": steps, "psnr": score})
+                points.append({"seconds": trained, "steps": steps, "samples": samples, "psnr": score})
                 next_eval += config.eval_every
                 progress.update(task, completed=min(done_fraction(), 1.0), psnr=f"{score:.2f} dB at {trained:.0f} s")
     CONSOLE.print(

@@ -35,7 +35,8 @@ class VideoDataManager(VanillaDataManager[VideoDataset]):
     config: VideoDataManagerConfig
 
     def setup_train(self) -> None:
-        self.train_frame_sampler = self._frame_sampler(self.train_dataset, self.config.seed)
+        # Only training skips missing pixels: evaluation scores the inpainted ones too.
+        self.train_frame_sampler = self._frame_sampler(self.train_dataset, self.config.seed, self.train_dataset.video.missing)
         self.train_ray_generator = RayGenerator(self.train_dataset.cameras.to(self.device))
 
     def setup_eval(self) -> None:
@@ -44,9 +45,9 @@ class VideoDataManager(VanillaDataManager[VideoDataset]):
         self.fixed_indices_eval_dataloader = FixedIndicesEvalDataloader(input_dataset=self.eval_dataset, device=self.device)
         self.eval_dataloader = RandIndicesEvalDataloader(input_dataset=self.eval_dataset, device=self.device)
 
-    def _frame_sampler(self, dataset: VideoDataset, seed: int) -> FramePixelSampler:
+    def _frame_sampler(self, dataset: VideoDataset, seed: int, missing: Optional[torch.Tensor] = None) -> FramePixelSampler:
         return FramePixelSampler(
-            dataset.video.frames, dataset.frame_indices, device=self.device, seed=seed, whole_frames=self.config.whole_frames
+            dataset.video.frames, dataset.frame_indices, self.device, seed, self.config.whole_frames, missing
         )
 
     def get_train_rays_per_batch(self) -> int:

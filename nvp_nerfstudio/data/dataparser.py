@@ -12,6 +12,7 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
+from nvp_nerfstudio.data.masks import load_mask
 from nvp_nerfstudio.data.video import FrameSelection, VideoFrames, VideoInputError, holdout_split, load_video
 
 # Frames lie in the plane z = 0, longest side 1, x right and y up. Each orthographic camera sits at
@@ -38,6 +39,9 @@ class VideoDataParserConfig(DataParserConfig):
     max_frames: Optional[int] = None
     downscale: int = 1
     """Divide width and height by this integer factor (area averaging)."""
+    mask: Optional[str] = None
+    """Inpainting: a mask video or frame folder (white = missing) or a generated mask (box, strokes, logo).
+    Masked pixels are left out of training; evaluation scores them apart from the rest."""
 
 
 class VideoDataParser(DataParser):
@@ -60,7 +64,10 @@ class VideoDataParser(DataParser):
         try:
             holdout_split(0, config.holdout_every)  # checks the flag before a long decode
             selection = FrameSelection(config.start_frame, config.end_frame, config.stride, config.max_frames, config.downscale)
-            return load_video(config.data, selection)
+            video = load_video(config.data, selection)
+            if config.mask is not None:
+                video.missing = load_mask(config.mask, video, selection)
+            return video
         except VideoInputError as err:
             raise SystemExit(f"error: {err}") from None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from jaxtyping import Float, Int, UInt8
+from jaxtyping import Bool, Float, Int, UInt8
 from torch import Tensor
 
 from nvp_nerfstudio.fields.base import pixel_coordinates
@@ -25,6 +25,7 @@ class FramePixelSampler:
         device: torch.device | str = "cpu",
         seed: int | None = None,
         whole_frames: bool = False,
+        missing: Bool[Tensor, "num_frames height width"] | None = None,
     ) -> None:
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
@@ -32,16 +33,35 @@ class FramePixelSampler:
             raise ValueError("no frames to sample from")
         self.device = torch.device(device)
         self.whole_frames = whole_frames
+        # Inpainting: pixels marked missing are never drawn, so they stay out of the loss.
+        self.missing = None if missing is None else missing.to(self.device)
         self.frames = frames.to(self.device)  # no copy on CPU; one uint8 copy on a GPU
         self.frame_indices = torch.as_tensor(list(frame_indices), dtype=torch.int64, device=self.device)
         self.generator = torch.Generator(device=self.device)
         if seed is not None:
             self.generator.manual_seed(seed)
+        if self.missing is not None and bool(self.missing[self.frame_indices].all()):
+            raise ValueError("the mask leaves no pixel of these frames to train on")
 
     def sample(self, num: int) -> tuple[Int[Tensor, "num 3"], Float[Tensor, "num 3"]]:
         """Returns (camera index into frame_indices, row, column) per sample, and its RGB in [0, 1].
 
-        With whole_frames, every pixel of num // (height * width) random frames (at least one)."""
+        With whole_frames, every (known) pixel of num // (height * width) random frames (at least one)."""
+        camera, row, column = self._draw(num)
+        if self.missing is not None:
+            known = ~self.missing[self.frame_indices[camera], row, column]
+            camera, row, column = camera[known], row[known], column[known]
+            # Top up what the mask took away (whole frames: until some frame had a known pixel).
+            while len(camera) < (1 if self.whole_frames else num):
+                more = self._draw(2 * max(num - len(camera), 1))
+                known = ~self.missing[self.frame_indices[more[0]], more[1], more[2]]
+                camera, row, column = (torch.cat([a, b[known]]) for a, b in zip((camera, row, column), more))
+            if not self.whole_frames:
+                camera, row, column = camera[:num], row[:num], column[:num]
+        rgb = self.frames[self.frame_indices[camera], row, column].float().div_(255.0)
+        return torch.stack([camera, row, column], dim=-1), rgb
+
+    def _draw(self, num: int) -> tuple[Tensor, Tensor, Tensor]:
         _, height, width, _ = self.frames.shape
         options = {"device": self.device, "generator": self.generator}
         if self.whole_frames:
@@ -49,13 +69,8 @@ class FramePixelSampler:
             camera = torch.randint(len(self.frame_indices), (count, 1, 1), **options)
             row = torch.arange(height, device=self.device)[None, :, None]
             column = torch.arange(width, device=self.device)[None, None, :]
-            camera, row, column = (v.reshape(-1) for v in torch.broadcast_tensors(camera, row, column))
-        else:
-            camera = torch.randint(len(self.frame_indices), (num,), **options)
-            row = torch.randint(height, (num,), **options)
-            column = torch.randint(width, (num,), **options)
-        rgb = self.frames[self.frame_indices[camera], row, column].float().div_(255.0)
-        return torch.stack([camera, row, column], dim=-1), rgb
+            return tuple(v.reshape(-1) for v in torch.broadcast_tensors(camera, row, column))
+        return tuple(torch.randint(size, (num,), **options) for size in (len(self.frame_indices), height, width))
 
     def coordinates(self, indices: Int[Tensor, "num 3"]) -> Float[Tensor, "num 3"]:
         """(x, y, t) in [0, 1]^3 of the sampled pixel centres: what the video model gets from their rays."""

@@ -92,6 +92,8 @@ class VideoFrames:
         self.source = source
         self.fps = fps
         self.source_indices = source_indices
+        self.missing: Optional[Tensor] = None
+        """Inpainting: bool (T, H, W), True where a pixel is unknown and must not be trained on."""
 
     def __deepcopy__(self, memo: dict) -> "VideoFrames":
         return self

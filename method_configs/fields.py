@@ -13,7 +13,7 @@ from nvp_nerfstudio.fields.baselines import (
     NeRVFieldConfig,
     SirenFieldConfig,
 )
-from nvp_nerfstudio.fields.nvp import NVPFieldConfig
+from nvp_nerfstudio.fields.nvp import NVPFieldConfig, NVPPaperFieldConfig
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,9 @@ NVP_L = replace(
 METHODS = {
     "nvp": VideoMethod(NVP_S, 1e-2, "NVP-S: latent keyframes + 3D hash grid + modulated SIREN, a neural field of a video"),
     "nvp-large": VideoMethod(NVP_L, 1e-2, "NVP-L: NVP with 4 features per level (higher quality, ~2x the parameters)"),
+    "nvp-paper": VideoMethod(
+        NVPPaperFieldConfig(), 1e-2, "NVP-S with the reference code's 3D features: a coarse grid per frame, 3x3 cells read"
+    ),
     # SIREN diverges at 1e-2; 1e-4 is its usual rate.
     "siren-video": VideoMethod(SirenFieldConfig(), 1e-4, "Baseline: SIREN, a 5 x 256 sine MLP of (x, y, t)"),
     "ffn-video": VideoMethod(FourierFieldConfig(), 1e-3, "Baseline: Fourier features (256, sigma 10) + 4 x 256 ReLU MLP"),

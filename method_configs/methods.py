@@ -41,6 +41,7 @@ def video_method(name: str, steps: int = 20000) -> MethodSpecification:
 
 nvp = video_method("nvp")
 nvp_large = video_method("nvp-large")
+nvp_paper = video_method("nvp-paper")
 siren_video = video_method("siren-video")
 ffn_video = video_method("ffn-video")
 ngp_video = video_method("ngp-video")

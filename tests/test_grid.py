@@ -177,3 +177,19 @@ def test_finest_positional_level_separates_neighbouring_frames() -> None:
     cells = torch.floor(pos).long()
     # Each frame reads vertices {cell, cell + 1} along t: neighbours must not share any.
     assert (cells[1:] - cells[:-1] >= 2).all()
+
+
+def test_per_frame_grid_reads_3x3_cells_and_blends_frames() -> None:
+    from nvp_nerfstudio.encodings.per_frame import PerFrameGridConfig
+
+    grid = PerFrameGridConfig(features=1).setup(cells=(4, 3), num_frames=3)
+    with torch.no_grad():
+        grid.grid.copy_(torch.arange(3 * 3 * 4, dtype=torch.float32).view(3, 3, 4, 1))  # value = 12 t + 4 y + x
+    # Cell (x=1, y=1) of frame 1, and halfway between frames 1 and 2.
+    centre = grid(torch.tensor([[0.3, 0.5, 0.5], [0.3, 0.5, 0.75]]))
+    neighbours = torch.tensor([12 + 4 * y + x for y in (0, 1, 2) for x in (0, 1, 2)], dtype=torch.float32)
+    torch.testing.assert_close(centre[0], neighbours)
+    torch.testing.assert_close(centre[1], neighbours + 6)
+    corner = grid(torch.tensor([[1.0, 1.0, 1.0]]))[0]  # clamped at the border; t = 1 is the last frame, no 0/0
+    assert corner.max() == 35 and torch.isfinite(corner).all()
+    assert grid.output_dim == 9

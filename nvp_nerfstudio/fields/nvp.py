@@ -1,15 +1,17 @@
-"""NVP field: latent keyframes (xy, xt, yt planes) + a 3D positional grid -> modulated SIREN."""
+"""NVP field: latent keyframes (xy, xt, yt planes) + a 3D positional grid -> modulated SIREN; and NVP with the
+reference code's per-frame positional features instead of the hash grid."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Type
+from typing import Tuple, Type
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
 from nvp_nerfstudio.encodings.grid import GridEncodingConfig
+from nvp_nerfstudio.encodings.per_frame import PerFrameGridConfig
 from nvp_nerfstudio.fields.base import VideoField, VideoFieldConfig, VideoShape
 from nvp_nerfstudio.fields.modulated_mlp import ModulatedSirenConfig
 
@@ -54,15 +56,20 @@ class NVPField(VideoField):
                 for axes, name in KEYFRAME_PLANES
             }
         )
-        self.positional = config.positional.setup(
+        self.positional = self.positional_features(shape)
+        self.latent_dim = sum(plane.output_dim for plane in self.keyframes.values()) + self.positional.output_dim
+        self.mlp = config.mlp.setup(latent_dim=self.latent_dim)
+
+    def positional_features(self, shape: VideoShape) -> nn.Module:
+        """The 3D (x, y, t) feature grid: a multi-resolution hash grid."""
+        config = self.config
+        return config.positional.setup(
             finest_resolution=(
                 max(2, round(shape.width * config.positional_resolution)),
                 max(2, round(shape.height * config.positional_resolution)),
-                round(config.positional_cells_per_frame * (frames - 1)) + 2,
+                round(config.positional_cells_per_frame * (max(shape.num_frames, 2) - 1)) + 2,
             )
         )
-        self.latent_dim = sum(plane.output_dim for plane in self.keyframes.values()) + self.positional.output_dim
-        self.mlp = config.mlp.setup(latent_dim=self.latent_dim)
 
     def latent(self, xyt: Float[Tensor, "n 3"]) -> Float[Tensor, "n latent"]:
         planes = [self.keyframes[name](xyt[:, list(axes)]) for axes, name in KEYFRAME_PLANES]
@@ -72,3 +79,23 @@ class NVPField(VideoField):
         xyt = xyt.clamp(0.0, 1.0)
         # The paper's frames live in [-1, 1]; mapping back keeps the untrained output at mid-grey.
         return 0.5 + 0.5 * self.mlp(2.0 * xyt[:, 2:] - 1.0, self.latent(xyt))
+
+
+@dataclass
+class NVPPaperFieldConfig(NVPFieldConfig):
+    """NVP with the reference code's 3D features: a coarse grid per frame, 3 x 3 neighbourhood concatenated."""
+
+    _target: Type = field(default_factory=lambda: NVPPaperField)
+    per_frame: PerFrameGridConfig = field(default_factory=PerFrameGridConfig)
+    per_frame_cells: Tuple[float, float] = (300 / 1920, 300 / 1080)
+    """Cells per pixel along x and y (the reference: 300 x 300 for 1920 x 1080 whatever the aspect).
+    Replaces the hash grid's options (positional, positional_resolution, positional_cells_per_frame)."""
+
+
+class NVPPaperField(NVPField):
+    config: NVPPaperFieldConfig
+
+    def positional_features(self, shape: VideoShape) -> nn.Module:
+        cells_x, cells_y = self.config.per_frame_cells
+        cells = (max(1, round(shape.width * cells_x)), max(1, round(shape.height * cells_y)))
+        return self.config.per_frame.setup(cells=cells, num_frames=shape.num_frames)

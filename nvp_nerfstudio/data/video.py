@@ -154,33 +154,89 @@ def list_frame_files(folder: Path) -> list[Path]:
     return files
 
 
+@dataclass
+class FrameStream:
+    """The selected frames of a source, decoded one at a time (memory: one frame)."""
+
+    source: str
+    width: int
+    height: int
+    fps: float
+    expected_frames: int
+    """How many frames the selection should keep (the container's count may be an estimate)."""
+    frames: Iterator[tuple[int, np.ndarray]]
+    """(source frame index, uint8 (H, W, 3) RGB) of each kept frame."""
+
+
+def open_frames(data: str | Path, selection: FrameSelection = FrameSelection()) -> FrameStream:
+    """Open a video file or frame folder for decoding the selected frames one by one."""
+    path = resolve_source(data)
+    return _open_frame_folder(path, selection) if path.is_dir() else _open_video_file(path, selection)
+
+
 def load_video(data: str | Path, selection: FrameSelection = FrameSelection()) -> VideoFrames:
     """Decode the selected frames of a video file or frame folder into one uint8 (T, H, W, 3) tensor."""
-    path = resolve_source(data)
-    if path.is_dir():
-        return _load_frame_folder(path, selection)
-    return _load_video_file(path, selection)
+    stream = open_frames(data, selection)
+    # Allocate once for the frames we expect; grow in place only if the container under-reports.
+    capacity = max(1, stream.expected_frames)
+    frames = torch.empty((capacity, stream.height, stream.width, 3), dtype=torch.uint8)
+    kept: list[int] = []
+    for index, rgb in stream.frames:
+        if len(kept) == capacity:
+            capacity *= 2
+            frames.resize_((capacity, stream.height, stream.width, 3))
+        frames[len(kept)].numpy()[...] = rgb
+        kept.append(index)
+    if not kept:
+        raise VideoInputError(f"the frame selection keeps none of the frames of {stream.source}")
+    return VideoFrames(frames[: len(kept)], stream.source, fps=stream.fps, source_indices=kept)
 
 
-def _load_frame_folder(folder: Path, selection: FrameSelection) -> VideoFrames:
+def iter_segments(data: str | Path, segment_frames: int, selection: FrameSelection = FrameSelection()) -> Iterator[VideoFrames]:
+    """The selected frames in consecutive segments of `segment_frames`, decoded in one pass and holding one
+    segment in memory. Neighbouring segments share their boundary frame, so each fits it and no frame is
+    left between two fields."""
+    if segment_frames < 2:
+        raise VideoInputError(f"segments need at least 2 frames, got {segment_frames}")
+    stream = open_frames(data, selection)
+    frames = torch.empty((segment_frames, stream.height, stream.width, 3), dtype=torch.uint8)
+    kept: list[int] = []
+    yielded = False
+    for index, rgb in stream.frames:
+        frames[len(kept)].numpy()[...] = rgb
+        kept.append(index)
+        if len(kept) == segment_frames:
+            yield VideoFrames(frames.clone(), stream.source, stream.fps, kept)
+            yielded = True
+            frames[0] = frames[-1]
+            kept = kept[-1:]
+    if len(kept) > 1 or (kept and not yielded):  # a last lone frame was the previous segment's boundary
+        yield VideoFrames(frames[: len(kept)].clone(), stream.source, stream.fps, kept)
+    elif not kept:
+        raise VideoInputError(f"the frame selection keeps none of the frames of {stream.source}")
+
+
+def _open_frame_folder(folder: Path, selection: FrameSelection) -> FrameStream:
     files = list_frame_files(folder)
     kept = [i for i in range(len(files)) if selection.keeps(i)][: selection.count(len(files))]
     if not kept:
         raise VideoInputError(f"the frame selection keeps none of the {len(files)} frames in {folder}")
     first_size = _open_image(files[kept[0]]).size
     width, height = selection.scaled_size(*first_size)
-    frames = torch.empty((len(kept), height, width, 3), dtype=torch.uint8)
-    for slot, index in enumerate(kept):
-        image = _open_image(files[index])
-        if image.size != first_size:
-            raise VideoInputError(
-                f"{files[index].name} is {image.size[0]}x{image.size[1]} but {files[kept[0]].name} is "
-                f"{first_size[0]}x{first_size[1]}: all frames of a folder must have one size"
-            )
-        if selection.downscale > 1:
-            image = image.resize((width, height), Image.Resampling.BOX)
-        frames[slot].numpy()[...] = np.asarray(image)
-    return VideoFrames(frames, str(folder), fps=0.0, source_indices=kept)
+
+    def frames() -> Iterator[tuple[int, np.ndarray]]:
+        for index in kept:
+            image = _open_image(files[index])
+            if image.size != first_size:
+                raise VideoInputError(
+                    f"{files[index].name} is {image.size[0]}x{image.size[1]} but {files[kept[0]].name} is "
+                    f"{first_size[0]}x{first_size[1]}: all frames of a folder must have one size"
+                )
+            if selection.downscale > 1:
+                image = image.resize((width, height), Image.Resampling.BOX)
+            yield index, np.asarray(image)
+
+    return FrameStream(str(folder), width, height, 0.0, len(kept), frames())
 
 
 def _open_image(path: Path) -> Image.Image:
@@ -192,38 +248,37 @@ def _open_image(path: Path) -> Image.Image:
     return image.convert("RGB")
 
 
-def _load_video_file(path: Path, selection: FrameSelection) -> VideoFrames:
+def _open_video_file(path: Path, selection: FrameSelection) -> FrameStream:
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
         raise VideoInputError(f"cannot open {path} as a video ({err}): is it a video file PyAV can decode?") from None
-    with container:
-        if not container.streams.video:
-            raise VideoInputError(f"{path} has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+    if not container.streams.video:
+        container.close()
+        raise VideoInputError(f"{path} has no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+    try:
         width, height = selection.scaled_size(stream.codec_context.width, stream.codec_context.height)
-        # Allocate once for the frames we expect; grow in place only if the container under-reports.
-        capacity = max(1, selection.count(_estimated_frame_count(stream, fps)))
-        frames = torch.empty((capacity, height, width, 3), dtype=torch.uint8)
-        kept: list[int] = []
-        for index, frame in _decoded_frames(container, stream, path):
-            if selection.end is not None and index >= selection.end:
-                break
-            if not selection.keeps(index):
-                continue
-            if len(kept) == capacity:
-                capacity *= 2
-                frames.resize_((capacity, height, width, 3))
-            rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA")
-            frames[len(kept)].numpy()[...] = rgb.to_ndarray()
-            kept.append(index)
-            if selection.max_frames is not None and len(kept) == selection.max_frames:
-                break
-    if not kept:
-        raise VideoInputError(f"the frame selection keeps none of the frames of {path}")
-    return VideoFrames(frames[: len(kept)], str(path), fps=fps, source_indices=kept)
+    except VideoInputError:
+        container.close()
+        raise
+
+    def frames() -> Iterator[tuple[int, np.ndarray]]:
+        with container:
+            kept = 0
+            for index, frame in _decoded_frames(container, stream, path):
+                if selection.end is not None and index >= selection.end:
+                    break
+                if not selection.keeps(index):
+                    continue
+                yield index, frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+                kept += 1
+                if selection.max_frames is not None and kept == selection.max_frames:
+                    break
+
+    return FrameStream(str(path), width, height, fps, selection.count(_estimated_frame_count(stream, fps)), frames())
 
 
 def _estimated_frame_count(stream: av.video.stream.VideoStream, fps: float) -> int:

@@ -1,0 +1,313 @@
+"""nvp-compare: several registered video methods on the same clip, for the same wall time (or steps).
+
+Each method trains in turn with the same data, seed, batch size and schedule (the benchmark's
+training loop), then one table (PSNR, SSIM, MS-SSIM, FLIP, LPIPS, parameters, bits per pixel of its
+weights, training time, samples/s, decoding frames/s), a PSNR-against-time plot and an image grid of
+one frame from every method beside the truth land in one folder. With `--holdout-every k` it scores
+frame interpolation instead: every k-th frame is left out of training, only those are scored, and
+linear blending of the neighbouring frames joins the table. With `--mask` it scores inpainting: the
+masked pixels are left out of training, PSNR is also reported on them and on the rest apart, and a
+temporal median fill joins the table.
+
+Core module: runs without nerfstudio, on a CPU or a GPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+import tyro
+from rich.console import Console
+from rich.table import Table
+
+from method_configs.fields import METHODS
+from nvp_nerfstudio.bench import BenchConfig, evenly_spaced, is_cuda, psnr_against_time
+from nvp_nerfstudio.data.masks import load_mask, region_psnr, temporal_median_fill
+from nvp_nerfstudio.data.video import FrameSelection, VideoFrames, VideoInputError, holdout_split, load_video
+from nvp_nerfstudio.fields.base import VideoShape
+from nvp_nerfstudio.metrics import HIGHER_IS_BETTER, METRIC_NAMES, frame_metrics
+from nvp_nerfstudio.render import render_frame
+from nvp_nerfstudio.scripts.blend_baseline import blend
+
+CONSOLE = Console()
+BLEND = "linear blend"
+MEDIAN_FILL = "temporal median fill"
+# PSNR on the missing pixels and on the known ones, when a mask is given.
+REGION_METRICS = ("psnr_masked", "psnr_known")
+
+
+@dataclass
+class CompareConfig:
+    data: str = "sample:bikes"
+    """Video file, frame folder or sample:NAME."""
+    methods: Tuple[str, ...] = ("nvp", "ngp-video", "kplanes-video", "ffn-video", "siren-video")
+    """Methods of method_configs/fields.py, trained one after another."""
+    time_budget: float = 300.0
+    """Seconds of training per method."""
+    steps: Optional[int] = None
+    """Train every method this many steps instead of for the same time."""
+    holdout_every: Optional[int] = None
+    """Frame interpolation: hold out frames k-1, 2k-1, ... from training and score only those (k >= 2)."""
+    mask: Optional[str] = None
+    """Inpainting: a mask video or frame folder (white = missing) or a generated mask (box, strokes, logo)."""
+    downscale: int = 1
+    max_frames: Optional[int] = None
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    train_batch: Optional[int] = None
+    """Pixels per step; None: 2**14 on a CPU, 2**20 on CUDA."""
+    eval_every: float = 30.0
+    """Seconds of training between two points of the PSNR curve."""
+    eval_frames: int = 10
+    """Scored frames, evenly spaced (0: every one); FLIP and LPIPS cost ~1 s a frame on a CPU."""
+    metrics: Tuple[str, ...] = METRIC_NAMES
+    seed: int = 0
+    output_dir: Path = Path("compare-results")
+
+
+@dataclass
+class MethodResult:
+    name: str
+    metrics: dict[str, float]
+    parameters: int = 0
+    train_seconds: float = 0.0
+    steps: int = 0
+    samples_per_s: float = 0.0
+    decode_fps: float = 0.0
+    curve: list[dict] = field(default_factory=list)
+
+
+def mean_metrics(predict, video: VideoFrames, frames: list[int], names: Tuple[str, ...]) -> tuple[dict[str, float], torch.Tensor]:
+    """Mean of each metric over the frames, and the prediction of the middle frame (for the image grid)."""
+    totals: dict[str, list[float]] = {}
+    middle = None
+    for position, index in enumerate(frames):
+        prediction = predict(index)
+        if position == len(frames) // 2:
+            middle = prediction.cpu()
+        truth = video.frames[index].to(prediction.device).float() / 255.0
+        values = frame_metrics(prediction, truth, names)
+        if video.missing is not None:
+            missing = video.missing[index].to(prediction.device)
+            values.update(zip(REGION_METRICS, (region_psnr(prediction, truth, missing), region_psnr(prediction, truth, ~missing))))
+        for name, value in values.items():
+            if value is not None:  # a frame without missing pixels has no masked PSNR
+                totals.setdefault(name, []).append(value)
+    return {name: sum(values) / len(values) for name, values in totals.items()}, middle
+
+
+def run_method(config: CompareConfig, name: str, video: VideoFrames, train_frames: list[int], scored: list[int]):
+    bench = BenchConfig(
+        data=config.data, method=name, device=config.device, seconds=config.time_budget, steps=config.steps,
+        train_batch=config.train_batch, eval_every=config.eval_every, seed=config.seed,
+    )
+    shape = VideoShape(video.num_frames, video.height, video.width)
+    curve, trained = psnr_against_time(bench, video, shape, train_frames, scored)
+    trained.eval()
+    last = max(video.num_frames - 1, 1)
+    chunk = 1 << 22 if is_cuda(bench) else 1 << 16
+    render_seconds = 0.0
+
+    def predict(index: int) -> torch.Tensor:
+        nonlocal render_seconds  # decoding speed: the renders alone, not the metrics
+        start = time.perf_counter()
+        frame = render_frame(trained, index / last, video.height, video.width, chunk)
+        if is_cuda(bench):
+            torch.cuda.synchronize()
+        render_seconds += time.perf_counter() - start
+        return frame
+
+    metrics, middle = mean_metrics(predict, video, scored, config.metrics)
+    final = curve[-1]
+    result = MethodResult(
+        name, metrics, sum(p.numel() for p in trained.parameters()), final["seconds"], final["steps"],
+        final["samples"] / final["seconds"], len(scored) / render_seconds, curve,
+    )
+    return result, middle
+
+
+def blend_result(config: CompareConfig, video: VideoFrames, kept: list[int], scored: list[int]):
+    metrics, middle = mean_metrics(lambda i: blend(video.frames, kept, i) / 255.0, video, scored, config.metrics)
+    return MethodResult(BLEND, metrics), middle
+
+
+def median_fill_result(config: CompareConfig, video: VideoFrames, train_frames: list[int], scored: list[int]):
+    hidden = video.missing.clone()
+    hidden[sorted(set(range(video.num_frames)) - set(train_frames))] = True  # held-out frames are unknown too
+    filled = temporal_median_fill(video.frames, hidden)
+    metrics, middle = mean_metrics(lambda i: filled[i], video, scored, config.metrics)
+    return MethodResult(MEDIAN_FILL, metrics), middle
+
+
+def bits_per_pixel(parameters: int, bits: int, video: VideoFrames) -> float:
+    return parameters * bits / (video.num_frames * video.height * video.width)
+
+
+COLUMNS = ("method", "parameters", "bpp (8-bit)", "bpp (fp32)", "train s", "steps", "samples/s", "decode fps")
+
+
+def result_record(result: MethodResult, video: VideoFrames, names: list[str]) -> list:
+    """One table row of raw values (None where it does not apply: a baseline that does not train)."""
+    trained = result.parameters > 0
+    return [
+        result.name,
+        *[result.metrics.get(n) for n in names],
+        result.parameters,
+        bits_per_pixel(result.parameters, 8, video) if trained else None,
+        bits_per_pixel(result.parameters, 32, video) if trained else None,
+        result.train_seconds if trained else None,
+        result.steps if trained else None,
+        result.samples_per_s if trained else None,
+        result.decode_fps if trained else None,
+    ]
+
+
+def formatted(record: list, names: list[str]) -> list[str]:
+    """The row as the markdown and console tables show it."""
+    formats = ["{}", *("{:.2f}" if n == "psnr" else "{:.4f}" for n in names), "{:,}", "{:.3f}", "{:.3f}", "{:.0f}", "{}", "{:,.0f}", "{:.2f}"]
+    return ["" if value is None else fmt.format(value) for fmt, value in zip(formats, record)]
+
+
+def clip_name(video: VideoFrames) -> str:
+    return f"{Path(video.source).name} {video.width}x{video.height}x{video.num_frames}"
+
+
+def metric_header(name: str) -> str:
+    return f"{name} {'↑' if HIGHER_IS_BETTER.get(name, True) else '↓'}"
+
+
+def write_outputs(
+    config: CompareConfig, video: VideoFrames, scored: list[int], results: list[MethodResult], predictions: dict[str, torch.Tensor]
+) -> None:
+    out = config.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    names = [n for n in (*config.metrics, *REGION_METRICS) if any(n in r.metrics for r in results)]
+    header = [COLUMNS[0], *(metric_header(n) for n in names), *COLUMNS[1:]]
+    records = [result_record(result, video, names) for result in results]
+    with open(out / "compare.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([COLUMNS[0], *names, *COLUMNS[1:]])
+        writer.writerows([["" if value is None else value for value in record] for record in records])
+    rows = [formatted(record, names) for record in records]
+    budget = f"{config.steps} steps" if config.steps else f"{config.time_budget:g} s of training"
+    task = f"interpolation of held-out frames (1 in {config.holdout_every})" if config.holdout_every else "fitting"
+    if config.mask is not None:
+        task = f"inpainting (mask {config.mask}) and {task}" if config.holdout_every else f"inpainting (mask {config.mask})"
+    lines = [
+        f"# {clip_name(video)} — {task}, {budget} per method ({config.device})",
+        "",
+        f"Metrics: mean over {len(scored)} frames ({', '.join(map(str, scored))}).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *["| " + " | ".join(row) + " |" for row in rows],
+    ]
+    (out / "compare.md").write_text("\n".join(lines) + "\n")
+    table = Table(*header, title=f"{task}, {budget} per method")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=max(CONSOLE.width, 160)).print(table)  # wide: a piped console defaults to 80 columns
+    plot_curves(out / "psnr_vs_time.png", results, f"{clip_name(video)}: {task}")
+    plot_frame_grid(out / "frame_grid.png", video, scored, results, predictions)
+    CONSOLE.print(f"Wrote {out / 'compare.md'}, compare.csv, psnr_vs_time.png and frame_grid.png")
+
+
+def plot_curves(path: Path, results: list[MethodResult], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for result in results:
+        if result.curve:
+            axis.plot([p["seconds"] for p in result.curve], [p["psnr"] for p in result.curve], marker="o", label=result.name)
+        else:  # a baseline without training: its PSNR as a line
+            axis.axhline(result.metrics["psnr"], linestyle="--", color="grey", label=result.name)
+    axis.set(xlabel="training time (s)", ylabel="PSNR (dB)", title=title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_frame_grid(
+    path: Path, video: VideoFrames, scored: list[int], results: list[MethodResult], predictions: dict[str, torch.Tensor]
+) -> None:
+    """The middle scored frame: ground truth, then every method's reconstruction with its PSNR."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nvp_nerfstudio.render import psnr
+
+    index = scored[len(scored) // 2]
+    truth = video.frames[index].float() / 255.0
+    panels = [("ground truth", truth)]
+    if video.missing is not None:  # what the methods saw: the missing pixels in magenta
+        panels.append(("input (mask in magenta)", torch.where(video.missing[index][..., None], torch.tensor([1.0, 0.0, 1.0]), truth)))
+    panels += [(f"{r.name}: {psnr(predictions[r.name], truth):.2f} dB", predictions[r.name]) for r in results]
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    aspect = video.height / video.width
+    figure, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 4.5 * aspect * rows + 0.6 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, (title, image) in zip(axes.flat, panels):
+        axis.imshow(image.clamp(0, 1).numpy())
+        axis.set_title(title, fontsize=10)
+    figure.suptitle(f"frame {index}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(config: CompareConfig) -> list[MethodResult]:
+    unknown = [m for m in config.methods if m not in METHODS]
+    if unknown or not config.methods:
+        raise SystemExit(f"error: unknown method(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(METHODS)}")
+    unknown_metrics = [m for m in config.metrics if m not in METRIC_NAMES]
+    if unknown_metrics:
+        raise SystemExit(f"error: unknown metric(s) {', '.join(unknown_metrics)}: choose from {', '.join(METRIC_NAMES)}")
+    if config.time_budget <= 0 and not config.steps:
+        raise SystemExit("error: --time-budget must be positive (or give --steps)")
+    try:
+        selection = FrameSelection(max_frames=config.max_frames, downscale=config.downscale)
+        video = load_video(config.data, selection)
+        train_frames, scored = list(range(video.num_frames)), list(range(video.num_frames))
+        if config.holdout_every is not None:
+            train_frames, scored = holdout_split(video.num_frames, config.holdout_every)
+            if not scored or not train_frames:
+                raise VideoInputError(f"holdout_every={config.holdout_every} leaves no held-out or no kept frame of {video.num_frames}")
+        if config.mask is not None:
+            video.missing = load_mask(config.mask, video, selection)
+    except VideoInputError as err:
+        raise SystemExit(f"error: {err}") from None
+    scored = evenly_spaced(scored, config.eval_frames)
+    CONSOLE.print(f"Comparing {', '.join(config.methods)} on {clip_name(video)}")
+    results, predictions = [], {}
+    for name in config.methods:
+        result, predictions[name] = run_method(config, name, video, train_frames, scored)
+        results.append(result)
+    if config.holdout_every is not None:
+        result, predictions[BLEND] = blend_result(config, video, train_frames, scored)
+        results.append(result)
+    if config.mask is not None:
+        result, predictions[MEDIAN_FILL] = median_fill_result(config, video, train_frames, scored)
+        results.append(result)
+    write_outputs(config, video, scored, results, predictions)
+    return results
+
+
+def entrypoint() -> None:
+    main(tyro.cli(CompareConfig))
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,240 @@
+"""nvp-long: videos longer than memory, fitted as consecutive time segments, each its own field.
+
+`fit` decodes the video once, one segment of `--segment-frames` at a time (neighbouring segments share
+their boundary frame), trains a field on each with the benchmark's training loop and saves it, so peak
+memory follows the segment, not the video. Under torch's launcher (`torchrun --nproc-per-node N -m
+nvp_nerfstudio.segments fit ...`) rank r trains segments r, r + N, ... on its own GPU. `render` and
+`evaluate` treat the segments as one video: every frame is drawn by the field of its segment (a
+boundary frame by the earlier one), and `evaluate` reports PSNR at the boundaries apart from the rest,
+which is where a seam would show.
+
+Core module: runs without nerfstudio.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import astuple, dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Tuple
+
+import numpy as np
+import torch
+import tyro
+from rich.console import Console
+
+from method_configs.fields import METHODS
+from nvp_nerfstudio.bench import BenchConfig, peak_rss_mib, psnr_against_time
+from nvp_nerfstudio.data.video import FrameSelection, VideoInputError, iter_segments
+from nvp_nerfstudio.fields.base import VideoField, VideoShape
+from nvp_nerfstudio.render import psnr, render_frame
+
+CONSOLE = Console()
+MANIFEST = "segments.json"
+
+
+@dataclass
+class FitConfig:
+    data: str
+    """Video file, frame folder or sample:NAME."""
+    output_dir: Path = Path("outputs/long")
+    method: str = "nvp"
+    segment_frames: int = 64
+    """Frames per segment, the boundary frame included: what is in memory at once."""
+    seconds_per_segment: float = 60.0
+    steps_per_segment: Optional[int] = None
+    """Train each segment this many steps instead of for `seconds_per_segment`."""
+    downscale: int = 1
+    max_frames: Optional[int] = None
+    train_batch: Optional[int] = None
+    """Pixels per step; None: 2**14 on a CPU, 2**20 on CUDA."""
+    device: Optional[str] = None
+    """None: this rank's GPU under torchrun, else cuda if available, else cpu."""
+    seed: int = 0
+
+
+@dataclass
+class RenderConfig:
+    segments: Path
+    """The output folder of `nvp-long fit`."""
+    output: Path
+    """A .mp4 file (H.264) or a folder to fill with PNG frames."""
+    crf: int = 18
+
+
+@dataclass
+class EvaluateConfig:
+    segments: Path
+    """The output folder of `nvp-long fit` (its source video is decoded again, one segment at a time)."""
+
+
+@dataclass
+class MemoryBenchConfig:
+    lengths: Tuple[int, ...] = (100, 200, 400)
+    """Frames of each generated clip; peak RSS should not grow with them."""
+    segment_frames: int = 50
+    size: Tuple[int, int] = (320, 180)
+    """Width and height of the generated clips."""
+    steps_per_segment: int = 5
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) under torchrun, (0, 1) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def fit(config: FitConfig) -> None:
+    if config.method not in METHODS:
+        raise SystemExit(f"error: unknown method {config.method!r}: choose one of {', '.join(METHODS)}")
+    rank, world = distributed_rank()
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    device = config.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    selection = FrameSelection(max_frames=config.max_frames, downscale=config.downscale)
+    segments = []
+    try:
+        for number, segment in enumerate(iter_segments(config.data, config.segment_frames, selection)):
+            name = f"segment_{number:04d}.pt"
+            segments.append({"file": name, "first": segment.source_indices[0], "last": segment.source_indices[-1]})
+            video = {"source": segment.source, "width": segment.width, "height": segment.height, "fps": segment.fps}
+            if number % world != rank:
+                continue
+            shape = VideoShape(segment.num_frames, segment.height, segment.width)
+            bench = BenchConfig(
+                data=config.data, method=config.method, device=device, seconds=config.seconds_per_segment,
+                steps=config.steps_per_segment, train_batch=config.train_batch, eval_every=float("inf"), eval_frames=3,
+                seed=config.seed,
+            )
+            curve, trained = psnr_against_time(bench, segment, shape)
+            saved = {"method": config.method, "shape": astuple(shape), "state_dict": trained.state_dict()}
+            torch.save(saved, config.output_dir / name)
+            CONSOLE.print(
+                f"segment {number} (frames {segment.source_indices[0]}-{segment.source_indices[-1]}): "
+                f"{curve[-1]['psnr']:.2f} dB, peak RSS {peak_rss_mib():.0f} MiB"
+            )
+            del trained, segment  # before the next segment is decoded
+    except VideoInputError as err:
+        raise SystemExit(f"error: {err}") from None
+    if world > 1:
+        torch.distributed.barrier()
+    if rank == 0:
+        manifest = {
+            **video, "method": config.method, "segment_frames": config.segment_frames, "downscale": config.downscale,
+            "max_frames": config.max_frames, "segments": segments, "peak_rss_mib": peak_rss_mib(),
+        }
+        (config.output_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        CONSOLE.print(f"{len(segments)} segments of {config.method} in {config.output_dir} (peak RSS {peak_rss_mib():.0f} MiB)")
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+def read_manifest(folder: Path) -> dict:
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise SystemExit(f"error: {path} does not exist: pass the output folder of `nvp-long fit`")
+    return json.loads(path.read_text())
+
+
+def load_segment(folder: Path, entry: dict, device: str) -> VideoField:
+    saved = torch.load(folder / entry["file"], map_location=device, weights_only=True)
+    field_module = METHODS[saved["method"]].field.setup(shape=VideoShape(*saved["shape"])).to(device)
+    field_module.load_state_dict(saved["state_dict"])
+    return field_module.eval()
+
+
+def rendered_frames(folder: Path, manifest: dict) -> Iterator[tuple[int, torch.Tensor]]:
+    """(source frame index, RGB in [0, 1]) of every frame in order, each from its segment's field; the
+    boundary frame two segments share comes from the earlier one."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    done = -1
+    for entry in manifest["segments"]:
+        field_module = load_segment(folder, entry, device)
+        span = entry["last"] - entry["first"]
+        for index in range(max(entry["first"], done + 1), entry["last"] + 1):
+            t = (index - entry["first"]) / max(span, 1)
+            yield index, render_frame(field_module, t, manifest["height"], manifest["width"]).cpu()
+        done = entry["last"]
+
+
+def render(config: RenderConfig) -> None:
+    from nvp_nerfstudio.scripts.render import FrameWriter, to_uint8
+
+    manifest = read_manifest(config.segments)
+    writer = FrameWriter(config.output, manifest["width"], manifest["height"], manifest["fps"] or 25.0, config.crf)
+    try:
+        for _, frame in rendered_frames(config.segments, manifest):
+            writer.write(to_uint8(frame))
+    finally:
+        writer.close()
+    CONSOLE.print(f"Wrote {writer.index} frames from {len(manifest['segments'])} segments to {config.output}")
+
+
+def evaluate(config: EvaluateConfig) -> dict:
+    """Mean per-frame PSNR against the source, over all frames, at segment boundaries and elsewhere."""
+    manifest = read_manifest(config.segments)
+    selection = FrameSelection(max_frames=manifest["max_frames"], downscale=manifest["downscale"])
+    rendered = rendered_frames(config.segments, manifest)
+    boundaries = {entry["last"] for entry in manifest["segments"][:-1]}
+    near_boundary = {i + d for i in boundaries for d in (-1, 0, 1)}
+    scores: dict[int, float] = {}
+    for segment in iter_segments(manifest["source"], manifest["segment_frames"], selection):
+        for slot, index in enumerate(segment.source_indices):
+            if index in scores:
+                continue
+            rendered_index, frame = next(rendered)
+            assert rendered_index == index, "the manifest does not match the source video"
+            scores[index] = psnr(frame, segment.frames[slot].float() / 255.0)
+    result = {
+        "psnr": float(np.mean(list(scores.values()))),
+        "psnr_near_boundaries": float(np.mean([s for i, s in scores.items() if i in near_boundary])) if boundaries else None,
+        "psnr_elsewhere": float(np.mean([s for i, s in scores.items() if i not in near_boundary])),
+        "frames": len(scores),
+    }
+    CONSOLE.print(
+        f"{result['frames']} frames: PSNR {result['psnr']:.2f} dB; within one frame of a segment boundary "
+        f"{result['psnr_near_boundaries'] or float('nan'):.2f} dB, elsewhere {result['psnr_elsewhere']:.2f} dB"
+    )
+    return result
+
+
+def memory_bench(config: MemoryBenchConfig) -> list[dict]:
+    """Peak RSS of `fit` on generated clips of growing length: it should stay flat."""
+    from nvp_nerfstudio.scripts.render import FrameWriter
+
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for length in config.lengths:
+            clip = Path(scratch) / f"clip_{length}.mp4"
+            writer = FrameWriter(clip, *config.size, 25.0, 18)
+            width, height = config.size
+            x, y = np.meshgrid(np.arange(width), np.arange(height))
+            for t in range(length):  # a moving colour pattern, so segments differ
+                writer.write(np.stack([(x + 3 * t) % 256, (y * 2 + t) % 256, (x + y + 5 * t) % 256], -1).astype(np.uint8))
+            writer.close()
+            out = Path(scratch) / f"fit_{length}"
+            command = [sys.executable, "-m", "nvp_nerfstudio.segments", "fit", "--data", str(clip), "--output-dir", str(out),
+                       "--segment-frames", str(config.segment_frames), "--steps-per-segment", str(config.steps_per_segment),
+                       "--train-batch", "4096", "--device", "cpu"]
+            subprocess.run(command, check=True, capture_output=True, text=True)
+            peak = read_manifest(out)["peak_rss_mib"]
+            rows.append({"frames": length, "clip_mib": length * width * height * 3 / 2**20, "peak_rss_mib": peak})
+            CONSOLE.print(f"{length:5d} frames ({rows[-1]['clip_mib']:.1f} MiB as uint8): peak RSS {peak:.0f} MiB")
+    return rows
+
+
+COMMANDS = {"fit": (FitConfig, fit), "render": (RenderConfig, render), "evaluate": (EvaluateConfig, evaluate),
+            "memory-bench": (MemoryBenchConfig, memory_bench)}
+
+
+def entrypoint() -> None:
+    config = tyro.extras.subcommand_cli_from_dict({name: config_type for name, (config_type, _) in COMMANDS.items()})
+    next(command for config_type, command in COMMANDS.values() if isinstance(config, config_type))(config)
+
+
+if __name__ == "__main__":
+    entrypoint()

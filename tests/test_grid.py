@@ -128,6 +128,7 @@ def triton_grid(monkeypatch):
     "grid_type,finest,features", [("hash", (64, 40, 200), 2), ("dense", (120, 60), 4), ("hash", (300,), 1), ("dense", (9, 7, 5), 2)]
 )
 def test_triton_backend_matches_torch(triton_grid, grid_type: str, finest: tuple, features: int) -> None:
+    torch.manual_seed(0)
     config = GridEncodingConfig(grid_type=grid_type, num_levels=6, features_per_level=features, log2_hashmap_size=10, base_resolution=4, init_scale=1.0)
     encoding = config.setup(finest_resolution=finest).to(DEVICE)
     points = torch.rand(1000, len(finest), device=DEVICE)
@@ -140,8 +141,8 @@ def test_triton_backend_matches_torch(triton_grid, grid_type: str, finest: tuple
     features_out = triton_grid.grid_forward(encoding, scaled)
     (features_out * upstream).sum().backward()
     torch.testing.assert_close(features_out, expected, rtol=1e-4, atol=1e-4)  # another summation order
-    # Atomic adds sum in another order than index_add: equal up to float rounding.
-    torch.testing.assert_close(encoding.params.grad, expected_grad, rtol=1e-4, atol=1e-5)
+    # Atomic adds sum in another order than index_add: a sum of hundreds of terms differs in its last bits.
+    torch.testing.assert_close(encoding.params.grad, expected_grad, rtol=1e-4, atol=1e-4)
 
 
 def nvp_field(backend: str = "auto"):

@@ -64,20 +64,29 @@ def _corner_index_and_weight(
 
 
 @triton.jit
+def _program_setup(scales_ptr, strides_ptr, sizes_ptr, offsets_ptr, hashed_ptr, level, n, features: tl.constexpr, block: tl.constexpr):
+    """This program's block of points, their mask, the feature lane, and its level's geometry."""
+    point = tl.program_id(0) * block + tl.arange(0, block)
+    mask = point < n
+    feature = tl.arange(0, features)[None, :]
+    level_scale = tl.load(scales_ptr + level)
+    resolution = tl.load(strides_ptr + level)
+    size = tl.load(sizes_ptr + level)
+    offset = tl.load(offsets_ptr + level)
+    hashed = tl.load(hashed_ptr + level)
+    return point, mask, feature, level_scale, resolution, size, offset, hashed
+
+
+@triton.jit
 def _grid_forward(
     x_ptr, table_ptr, out_ptr, scales_ptr, strides_ptr, sizes_ptr, offsets_ptr, hashed_ptr, n,
     p1, p2, p3,
     dims: tl.constexpr, features: tl.constexpr, levels: tl.constexpr, block: tl.constexpr,
 ):
     level = tl.program_id(1)
-    point = tl.program_id(0) * block + tl.arange(0, block)
-    mask = point < n
-    level_scale = tl.load(scales_ptr + level)
-    resolution = tl.load(strides_ptr + level)
-    size = tl.load(sizes_ptr + level)
-    offset = tl.load(offsets_ptr + level)
-    hashed = tl.load(hashed_ptr + level)
-    feature = tl.arange(0, features)[None, :]
+    point, mask, feature, level_scale, resolution, size, offset, hashed = _program_setup(
+        scales_ptr, strides_ptr, sizes_ptr, offsets_ptr, hashed_ptr, level, n, features, block
+    )
     acc = tl.zeros([block, features], dtype=tl.float32)
     for corner in tl.static_range(1 << dims):
         index, weight = _corner_index_and_weight(
@@ -95,14 +104,9 @@ def _grid_backward(
     dims: tl.constexpr, features: tl.constexpr, levels: tl.constexpr, block: tl.constexpr,
 ):
     level = tl.program_id(1)
-    point = tl.program_id(0) * block + tl.arange(0, block)
-    mask = point < n
-    level_scale = tl.load(scales_ptr + level)
-    resolution = tl.load(strides_ptr + level)
-    size = tl.load(sizes_ptr + level)
-    offset = tl.load(offsets_ptr + level)
-    hashed = tl.load(hashed_ptr + level)
-    feature = tl.arange(0, features)[None, :]
+    point, mask, feature, level_scale, resolution, size, offset, hashed = _program_setup(
+        scales_ptr, strides_ptr, sizes_ptr, offsets_ptr, hashed_ptr, level, n, features, block
+    )
     grad = tl.load(grad_out_ptr + point[:, None] * (levels * features) + level * features + feature, mask=mask[:, None], other=0.0)
     for corner in tl.static_range(1 << dims):
         index, weight = _corner_index_and_weight(

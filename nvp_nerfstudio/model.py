@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.nn import Parameter
 from torchmetrics.functional import peak_signal_noise_ratio
 
+from nvp_nerfstudio.data.masks import region_psnr
 from nvp_nerfstudio.fields.base import VideoFieldConfig, VideoShape
 from nvp_nerfstudio.fields.nvp import NVPFieldConfig
 from nvp_nerfstudio.metrics import LpipsWeightsError, frame_metrics
@@ -130,6 +131,10 @@ class VideoModel(Model):
         error = (rgb - image).abs().mean(dim=-1, keepdim=True)
         # Per-frame metrics: ns-eval averages them over frames, as the paper reports PSNR.
         metrics = {**frame_metrics(rgb, image, ("psnr", "ssim")), **self.sampled_metrics(rgb, image, int(batch["image_idx"]))}
+        if "missing" in batch:  # inpainting: the filled-in pixels and the known ones apart
+            missing = batch["missing"].to(self.device)
+            metrics["psnr_masked"] = region_psnr(rgb, image, missing)
+            metrics["psnr_known"] = region_psnr(rgb, image, ~missing)
         images = {"img": torch.cat([image, rgb], dim=1), "error": colormaps.apply_colormap(error / error.max().clamp_min(1e-6))}
         return metrics, images
 

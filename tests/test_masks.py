@@ -92,3 +92,21 @@ def test_data_parser_mask_flag(clip: Path) -> None:
     torch.testing.assert_close(video.missing, generated_mask("logo", 9, 16, 24))
     with pytest.raises(SystemExit, match="mask 'blob' is neither a mask video or folder nor one of box, strokes, logo"):
         VideoDataParserConfig(data=clip, mask="blob").setup().get_dataparser_outputs("train")
+
+
+def test_eval_scores_masked_and_known_pixels_apart(clip: Path) -> None:
+    from nvp_nerfstudio.data.dataset import VideoDataset
+    from nvp_nerfstudio.model import VideoModelConfig
+
+    outputs = VideoDataParserConfig(data=clip, mask="box").setup().get_dataparser_outputs("test")
+    dataset = VideoDataset(outputs)
+    data = dataset.get_data(3)
+    torch.testing.assert_close(data["missing"], generated_mask("box", 9, 16, 24)[3])
+    model = VideoModelConfig(perceptual_metrics_every=1000).setup(scene_box=outputs.scene_box, num_train_data=9, metadata=outputs.metadata)
+    model.eval()
+    rgb = torch.rand(16, 24, 3)
+    metrics, _ = model.get_image_metrics_and_images({"rgb": rgb}, data)
+    assert metrics["psnr_masked"] == pytest.approx(region_psnr(rgb, data["image"], data["missing"]))
+    assert metrics["psnr_known"] == pytest.approx(region_psnr(rgb, data["image"], ~data["missing"]))
+    unmasked = VideoDataset(VideoDataParserConfig(data=clip).setup().get_dataparser_outputs("test"))
+    assert "missing" not in unmasked.get_data(3)

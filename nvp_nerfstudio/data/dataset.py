@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Dict
+
 import numpy as np
 import numpy.typing as npt
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
@@ -15,6 +17,17 @@ class VideoDataset(InputDataset):
         super().__init__(dataparser_outputs, scale_factor)
         self.video = self.metadata["video"]
         self.frame_indices = self.metadata["frame_indices"]
+        missing = self.video.missing
+        # Inpainting: evaluation scores the missing pixels apart when every frame of this split has some
+        # (nerfstudio averages a metric over frames only if every frame reports it).
+        self.scores_missing = missing is not None and all(
+            bool(region.flatten(1).any(1).all()) for region in (missing[self.frame_indices], ~missing[self.frame_indices])
+        )
+
+    def get_metadata(self, data: Dict) -> Dict:
+        if not self.scores_missing:
+            return {}
+        return {"missing": self.video.missing[self.frame_indices[data["image_idx"]]]}
 
     def get_numpy_image(self, image_idx: int) -> npt.NDArray[np.uint8]:
         return self.video.frames[self.frame_indices[image_idx]].numpy()

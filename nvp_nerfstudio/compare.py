@@ -168,7 +168,7 @@ def result_record(result: MethodResult, video: VideoFrames, names: list[str]) ->
 
 def formatted(record: list, names: list[str]) -> list[str]:
     """The row as the markdown and console tables show it."""
-    formats = ["{}", *("{:.2f}" if n == "psnr" else "{:.4f}" for n in names), "{:,}", "{:.3f}", "{:.3f}", "{:.0f}", "{}", "{:,.0f}", "{:.2f}"]
+    formats = ["{}", *("{:.2f}" if n.startswith("psnr") else "{:.4f}" for n in names), "{:,}", "{:.3f}", "{:.3f}", "{:.0f}", "{}", "{:,.0f}", "{:.2f}"]
     return ["" if value is None else fmt.format(value) for fmt, value in zip(formats, record)]
 
 

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
-import importlib
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,35 +117,41 @@ def test_tcnn_backend_matches_torch(grid_type: str, finest: tuple) -> None:
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@pytest.fixture
-def triton_grid(monkeypatch):
-    """The fused kernels: compiled on CUDA, run by Triton's interpreter on a CPU."""
-    if DEVICE == "cpu":
-        # Read when Triton decorates its kernels, i.e. at its first import (nothing imports it on a CPU before).
-        monkeypatch.setenv("TRITON_INTERPRET", "1")
-    pytest.importorskip("triton")
-    return importlib.import_module("nvp_nerfstudio.encodings.triton_grid")
+TRITON_CASES = [("hash", (64, 40, 200), 2), ("dense", (120, 60), 4), ("hash", (300,), 1), ("dense", (9, 7, 5), 2)]
 
 
-@pytest.mark.parametrize(
-    "grid_type,finest,features", [("hash", (64, 40, 200), 2), ("dense", (120, 60), 4), ("hash", (300,), 1), ("dense", (9, 7, 5), 2)]
-)
-def test_triton_backend_matches_torch(triton_grid, grid_type: str, finest: tuple, features: int) -> None:
+def check_triton_matches_torch(grid_type: str, finest: tuple, features: int, device: str) -> None:
+    from nvp_nerfstudio.encodings.triton_grid import grid_forward
+
     torch.manual_seed(0)
     config = GridEncodingConfig(grid_type=grid_type, num_levels=6, features_per_level=features, log2_hashmap_size=10, base_resolution=4, init_scale=1.0)
-    encoding = config.setup(finest_resolution=finest).to(DEVICE)
-    points = torch.rand(1000, len(finest), device=DEVICE)
-    points[:2] = torch.tensor([[0.0], [1.0]], device=DEVICE)  # the edges, where dense indices wrap
+    encoding = config.setup(finest_resolution=finest).to(device)
+    points = torch.rand(1000, len(finest), device=device)
+    points[:2] = torch.tensor([[0.0], [1.0]], device=device)  # the edges, where dense indices wrap
     scaled = points * encoding.axis_scale
     expected = encoding.torch_forward(scaled)
     upstream = torch.randn_like(expected)
     (expected * upstream).sum().backward()
     expected_grad, encoding.params.grad = encoding.params.grad, None
-    features_out = triton_grid.grid_forward(encoding, scaled)
+    features_out = grid_forward(encoding, scaled)
     (features_out * upstream).sum().backward()
     torch.testing.assert_close(features_out, expected, rtol=1e-4, atol=1e-4)  # another summation order
     # Atomic adds sum in another order than index_add: a sum of hundreds of terms differs in its last bits.
     torch.testing.assert_close(encoding.params.grad, expected_grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("grid_type,finest,features", TRITON_CASES)
+def test_triton_backend_matches_torch(grid_type: str, finest: tuple, features: int) -> None:
+    """The fused kernels, compiled on CUDA; on a CPU run by Triton's interpreter, which must be switched on
+    before Triton is first imported: in a fresh interpreter, since other tests may have imported it."""
+    pytest.importorskip("triton")
+    if DEVICE == "cuda":
+        check_triton_matches_torch(grid_type, finest, features, DEVICE)
+        return
+    code = f"import test_grid; test_grid.check_triton_matches_torch({grid_type!r}, {finest!r}, {features}, 'cpu')"
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def nvp_field(backend: str = "auto"):

@@ -47,6 +47,9 @@ def test_train_then_eval_reaches_psnr_floor(trained_run: Path) -> None:
     metrics = evaluate(trained_run, trained_run.parent / "eval.json", trained_run.parent)
     assert metrics["psnr"] > PSNR_FLOOR
     assert 0.5 < metrics["ssim"] <= 1.0
+    # FLIP and LPIPS of every 10th frame on a CPU; carphone's 144 px are too few for MS-SSIM.
+    assert 0 < metrics["flip"] < 0.3 and 0 < metrics["lpips"] < 0.3 and "ms_ssim" not in metrics
+    assert metrics["perceptual_metrics_every"] == 10
     assert (trained_run.parent / "nerfstudio_models" / "step-000000299.ckpt").is_file()
 
 
@@ -120,3 +123,25 @@ def test_render_side_by_side_refuses_interpolated_frames(trained_run: Path) -> N
         "--side-by-side", "--rate", "2", cwd=trained_run.parent,
     )
     assert result.returncode != 0 and "side-by-side needs" in result.stderr.strip().splitlines()[-1]
+
+
+def test_compress_then_decompress_scores_close_to_eval(trained_run: Path) -> None:
+    import re
+
+    run_dir = trained_run.parent
+    evaluated = evaluate(trained_run, run_dir / "compress_eval.json", run_dir)["psnr"]
+    compressed = run_dir / "clip.nvp"
+    result = run("nvp-compress", "--load-config", str(trained_run), "-o", str(compressed), cwd=run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{compressed.stat().st_size:,} bytes" in " ".join(result.stdout.split())  # the reported size is the file's
+    frames_dir = run_dir / "decompressed"
+    result = run("nvp-decompress", str(compressed), "-o", str(frames_dir), "--reference", "sample:carphone", cwd=run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list(frames_dir.glob("*.png"))) == 24  # the stored frame selection: 24 frames, as trained
+    decoded_psnr = float(re.search(r"PSNR ([\d.]+) dB", " ".join(result.stdout.split())).group(1))
+    assert evaluated - 1.5 < decoded_psnr < evaluated + 0.1
+    damaged = run_dir / "damaged.nvp"
+    damaged.write_bytes(compressed.read_bytes()[:-100])
+    result = run("nvp-decompress", str(damaged), "-o", str(run_dir / "damaged.mp4"), cwd=run_dir)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "is corrupt: section 'other tensors' is truncated" in result.stderr.strip().splitlines()[-1]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 
 import pytest
-import torch
 from PIL import Image
 
 from nvp_nerfstudio.compare import BLEND, CompareConfig, main

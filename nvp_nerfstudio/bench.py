@@ -83,6 +83,11 @@ def is_cuda(config: BenchConfig) -> bool:
     return torch.device(config.device).type == "cuda"
 
 
+def render_chunk(config: BenchConfig) -> int:
+    """Pixels per field query when rendering whole frames."""
+    return config.render_chunk or (1 << 22 if is_cuda(config) else 1 << 16)
+
+
 def synchronize(config: BenchConfig) -> None:
     if is_cuda(config):
         torch.cuda.synchronize()
@@ -214,7 +219,7 @@ def step_breakdown(config: BenchConfig, video: VideoFrames, shape: VideoShape, b
 def decode_speed(config: BenchConfig, field_module: VideoField, video: VideoFrames) -> dict:
     """Full frames rendered per second at decode_size (default: the clip's), frames evenly spread in t."""
     width, height = config.decode_size or (video.width, video.height)
-    chunk = config.render_chunk or (1 << 22 if is_cuda(config) else 1 << 16)
+    chunk = render_chunk(config)
     render_frame(field_module, 0.0, height, width, chunk)
     synchronize(config)
     start = time.perf_counter()
@@ -260,7 +265,7 @@ def psnr_against_time(
     optimizer = optimizer_for(field_module, config)
     sampler = sampler_for(config, video, field_module, train_frames)
     batch = training_batch(config)
-    chunk = config.render_chunk or (1 << 22 if is_cuda(config) else 1 << 16)
+    chunk = render_chunk(config)
     if config.compile:  # compile outside the clock: one step, then back to the initial weights and optimizer
         initial = {name: value.clone() for name, value in field_module.state_dict().items()}
         start = time.perf_counter()

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from method_configs.fields import METHODS
-from nvp_nerfstudio.bench import BenchConfig, evenly_spaced, is_cuda, psnr_against_time
+from nvp_nerfstudio.bench import BenchConfig, evenly_spaced, is_cuda, psnr_against_time, render_chunk
 from nvp_nerfstudio.data.masks import load_mask, region_psnr, temporal_median_fill
 from nvp_nerfstudio.data.video import FrameSelection, VideoFrames, VideoInputError, holdout_split, load_video
 from nvp_nerfstudio.fields.base import VideoShape
@@ -109,7 +109,7 @@ def run_method(config: CompareConfig, name: str, video: VideoFrames, train_frame
     curve, trained = psnr_against_time(bench, video, shape, train_frames, scored)
     trained.eval()
     last = max(video.num_frames - 1, 1)
-    chunk = 1 << 22 if is_cuda(bench) else 1 << 16
+    chunk = render_chunk(bench)
     render_seconds = 0.0
 
     def predict(index: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Sequence, Tuple
+from typing import Any, Literal, Optional, Sequence, Tuple
 
 import torch
 import tyro
@@ -25,8 +25,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from method_configs.fields import METHODS
 from nvp_nerfstudio.data.sampler import FramePixelSampler
 from nvp_nerfstudio.data.video import FrameSelection, VideoFrames, load_video
-from nvp_nerfstudio.encodings.grid import GridEncodingConfig
+from nvp_nerfstudio.encodings.grid import GridEncoding, GridEncodingConfig
 from nvp_nerfstudio.fields.base import VideoField, VideoShape
+from nvp_nerfstudio.fields.modulated_mlp import ModulatedSirenConfig
 from nvp_nerfstudio.render import psnr, render_frame
 
 CONSOLE = Console()
@@ -50,8 +51,11 @@ class BenchConfig:
     """Backend of every grid encoding of the field (auto: tcnn, else Triton on CUDA; torch on a CPU)."""
     tf32: bool = False
     """Let CUDA matrix products use TF32 tensor cores (the MLPs; the paper trains in full fp32)."""
+    mlp_precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Arithmetic of NVP's modulated SIREN (see ModulatedSirenConfig.precision); other fields ignore it."""
     compile: bool = False
-    """Run the field through torch.compile (the step breakdown then times the compiled forward as one)."""
+    """Run the field through torch.compile: all of it where its grids run in torch (the step breakdown then
+    times the compiled forward as one), else its grid-free parts (the MLP)."""
     decode_size: Optional[Tuple[int, int]] = None
     """Width and height at which full-frame decoding speed is measured; None: the clip's own."""
     decode_frames: int = 20
@@ -93,22 +97,40 @@ def synchronize(config: BenchConfig) -> None:
         torch.cuda.synchronize()
 
 
-def with_grid_backend(config: Any, backend: str) -> Any:
-    """A copy of a (nested) field config whose grid encodings all use the given backend."""
-    if isinstance(config, GridEncodingConfig):
-        return replace(config, backend=backend)
+def with_nested(config: Any, kind: type, **changes: Any) -> Any:
+    """A copy of a (nested) field config in which every config of the given kind has these changes."""
+    if isinstance(config, kind):
+        return replace(config, **changes)
     if not is_dataclass(config):
         return config
     nested = {f.name: getattr(config, f.name) for f in fields(config) if is_dataclass(getattr(config, f.name))}
-    return replace(config, **{name: with_grid_backend(value, backend) for name, value in nested.items()})
+    return replace(config, **{name: with_nested(value, kind, **changes) for name, value in nested.items()})
 
 
-def build_field(config: BenchConfig, shape: VideoShape) -> tuple[VideoField, Callable]:
-    """The field on its device, and the callable that runs it (compiled when asked)."""
+def build_field(config: BenchConfig, shape: VideoShape) -> VideoField:
+    """The field on its device, compiled in place when asked."""
     torch.manual_seed(config.seed)
-    field_config = with_grid_backend(METHODS[config.method].field, config.grid_backend)
+    field_config = with_nested(METHODS[config.method].field, GridEncodingConfig, backend=config.grid_backend)
+    field_config = with_nested(field_config, ModulatedSirenConfig, precision=config.mlp_precision)
     field_module = field_config.setup(shape=shape).to(config.device)
-    return field_module, torch.compile(field_module) if config.compile else field_module
+    if config.compile:
+        compile_in_place(field_module, whole=compiles_whole_field(config))
+    return field_module
+
+
+def compiles_whole_field(config: BenchConfig) -> bool:
+    """Inductor cannot trace the Triton or tcnn grid kernels: with those, only the grid-free parts compile."""
+    return config.compile and not (is_cuda(config) and config.grid_backend != "torch")
+
+
+def compile_in_place(field_module: VideoField, whole: bool) -> None:
+    """torch.compile the field's forward, or that of its children without grids; state-dict keys stay as they are."""
+    if whole:
+        field_module.forward = torch.compile(field_module.forward, dynamic=False)
+        return
+    for child in field_module.children():
+        if not any(isinstance(module, GridEncoding) for module in child.modules()):
+            child.forward = torch.compile(child.forward, dynamic=False)
 
 
 def sampler_for(
@@ -128,10 +150,10 @@ def optimizer_for(field_module: VideoField, config: BenchConfig) -> torch.optim.
     return torch.optim.AdamW(field_module.parameters(), lr=initial_lr(config), weight_decay=config.weight_decay, fused=True)
 
 
-def train_step(run_field: Callable, optimizer: torch.optim.Optimizer, sampler: FramePixelSampler, batch: int) -> int:
+def train_step(field_module: VideoField, optimizer: torch.optim.Optimizer, sampler: FramePixelSampler, batch: int) -> int:
     """One step on about `batch` pixels; returns how many it trained on (whole-frame batches round)."""
     indices, rgb = sampler.sample(batch)
-    loss = torch.nn.functional.mse_loss(run_field(sampler.coordinates(indices)), rgb)
+    loss = torch.nn.functional.mse_loss(field_module(sampler.coordinates(indices)), rgb)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -143,24 +165,24 @@ def measure_throughput(config: BenchConfig, video: VideoFrames, shape: VideoShap
     rows = []
     batch_sizes = config.batch_sizes or tuple(1 << k for k in (range(18, 22) if is_cuda(config) else range(14, 19)))
     for batch in batch_sizes:
-        field_module, run_field = build_field(config, shape)
+        field_module = build_field(config, shape)
         optimizer = optimizer_for(field_module, config)
         sampler = sampler_for(config, video, field_module)
-        train_step(run_field, optimizer, sampler, batch)
+        train_step(field_module, optimizer, sampler, batch)
         start = time.perf_counter()
-        samples = sum(train_step(run_field, optimizer, sampler, batch) for _ in range(config.throughput_steps))
+        samples = sum(train_step(field_module, optimizer, sampler, batch) for _ in range(config.throughput_steps))
         seconds = (time.perf_counter() - start) / config.throughput_steps
         rate = samples / config.throughput_steps / seconds
         rows.append({"batch": batch, "step_s": seconds, "samples_per_s": rate, "peak_rss_mib": peak_rss_mib()})
         CONSOLE.print(f"batch 2^{int(math.log2(batch))}: {rate / 1e3:8.1f} k samples/s ({seconds * 1e3:.0f} ms a step)")
-        del field_module, run_field, optimizer, sampler
+        del field_module, optimizer, sampler
     return rows
 
 
 def step_breakdown(config: BenchConfig, video: VideoFrames, shape: VideoShape, batch: int) -> dict[str, float]:
     """Milliseconds per training step spent sampling, in each top-level part of the field's forward
     (encodings, MLP), in the rest of the forward and the loss, in backward and in the optimizer."""
-    field_module, run_field = build_field(config, shape)
+    field_module = build_field(config, shape)
     optimizer = optimizer_for(field_module, config)
     sampler = sampler_for(config, video, field_module)
     parts = {
@@ -185,7 +207,7 @@ def step_breakdown(config: BenchConfig, video: VideoFrames, shape: VideoShape, b
         return before, after
 
     handles = []
-    if not config.compile:  # a compiled forward runs as one graph: hooks would split it
+    if not compiles_whole_field(config):  # a compiled forward runs as one graph: hooks would split it
         for name, module in parts.items():
             before, after = hook_pair(name)
             handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
@@ -198,7 +220,7 @@ def step_breakdown(config: BenchConfig, video: VideoFrames, shape: VideoShape, b
         indices, rgb = sampler.sample(batch)
         xyt = sampler.coordinates(indices)
         sampled = clock()
-        loss = torch.nn.functional.mse_loss(run_field(xyt), rgb)
+        loss = torch.nn.functional.mse_loss(field_module(xyt), rgb)
         forward = clock()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -261,7 +283,7 @@ def psnr_against_time(
 ) -> tuple[list[dict], VideoField]:
     """PSNR points of a run trained on `train_frames` (default: all) for config.seconds of wall time
     (or config.steps steps), scored on `eval_frames` (default: config.eval_frames of them), and the trained field."""
-    field_module, run_field = build_field(config, shape)
+    field_module = build_field(config, shape)
     optimizer = optimizer_for(field_module, config)
     sampler = sampler_for(config, video, field_module, train_frames)
     batch = training_batch(config)
@@ -269,7 +291,7 @@ def psnr_against_time(
     if config.compile:  # compile outside the clock: one step, then back to the initial weights and optimizer
         initial = {name: value.clone() for name, value in field_module.state_dict().items()}
         start = time.perf_counter()
-        train_step(run_field, optimizer, sampler, batch)
+        train_step(field_module, optimizer, sampler, batch)
         CONSOLE.print(f"compiling took {time.perf_counter() - start:.0f} s (not counted as training time)")
         field_module.load_state_dict(initial)
         optimizer = optimizer_for(field_module, config)
@@ -289,7 +311,7 @@ def psnr_against_time(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             start = time.perf_counter()
-            samples += train_step(run_field, optimizer, sampler, batch)
+            samples += train_step(field_module, optimizer, sampler, batch)
             trained += time.perf_counter() - start
             steps += 1
             if trained >= next_eval or done_fraction() >= 1.0:
@@ -311,7 +333,8 @@ def write_report(config: BenchConfig, summary: dict) -> None:
     decode = summary["decode"]
     lines = [
         f"# {config.method} on {summary['clip']} ({summary['device']}; grid backend {config.grid_backend}"
-        f"{', TF32' if config.tf32 else ''}{', compiled' if config.compile else ''})",
+        f"{', TF32' if config.tf32 else ''}{'' if config.mlp_precision == 'auto' else f', {config.mlp_precision} MLP'}"
+        f"{', compiled' if config.compile else ''})",
         "",
         f"{summary['parameters'] / 1e6:.2f} M parameters; clip {summary['clip_mib']:.0f} MiB as uint8; "
         f"peak RSS {summary['peak_rss_mib']:.0f} MiB after the PSNR-against-time run (before the throughput sweep)"
@@ -359,7 +382,7 @@ def main(config: BenchConfig) -> None:
     if config.seconds > 0 or config.steps:
         curve, trained = psnr_against_time(config, video, shape)
     else:
-        curve, trained = [], build_field(config, shape)[0]
+        curve, trained = [], build_field(config, shape)
     summary = {
         "clip": f"{Path(video.source).name} {video.width}x{video.height}x{video.num_frames}",
         "device": device_name,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU figures in one run: NVP-S and the hash-grid baseline on the largest real sample clip (1280x720),
-# 60 s of training each, decoding speed at 1080p, NVP with TF32 matrix products, and the pure-torch grid
-# path's throughput for comparison with the fused Triton kernels. Needs only the core (torch, triton,
+# 60 s of training each, decoding speed at 1080p; NVP with its MLP compiled, in float32 (TF32), and the
+# pure-torch grid path's throughput for comparison with the fused Triton kernels. Needs only the core (torch, triton,
 # numpy, av, tyro, rich, matplotlib): it runs where nerfstudio is not installed too.
 #   bash scripts/bench_gpu.sh [OUTPUT_DIR]      (CLIP=path/to/video to use another clip)
 set -u
@@ -17,6 +17,7 @@ bench() {  # NAME TIME_LIMIT ARGS...: one benchmark, its log beside its report; 
 }
 bench nvp 130 --method nvp --decode-size 1920 1080
 bench ngp-video 120 --method ngp-video --decode-size 1920 1080
-bench nvp-tf32 110 --method nvp --tf32 --batch-sizes 1048576
+bench nvp-compiled 200 --method nvp --compile --batch-sizes 1048576 --decode-size 1920 1080
+bench nvp-float32-tf32 110 --method nvp --mlp-precision float32 --tf32 --batch-sizes 1048576
 bench nvp-torch-grid 60 --method nvp --grid-backend torch --seconds 0 --batch-sizes 1048576 --decode-frames 5
 exit $status

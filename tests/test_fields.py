@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -57,3 +59,21 @@ def test_nerv_reads_its_generated_frames_exactly_at_pixel_centres() -> None:
         # Between two pixel centres: their mean.
         between = field(torch.tensor([[1.0 / SHAPE.width, 0.5 / SHAPE.height, 3 / 7]]))[0]
         torch.testing.assert_close(between, (frame[0, 0] + frame[0, 1]) / 2)
+
+
+def test_bfloat16_mlp_stays_close_to_float32_and_keeps_float32_weights() -> None:
+    torch.manual_seed(0)
+    config = METHODS["nvp"].field
+    field, low = (replace(config, mlp=replace(config.mlp, precision=p)).setup(shape=SHAPE) for p in ("float32", "bfloat16"))
+    low.load_state_dict(field.state_dict())
+    xyt = torch.rand(500, 3)
+    exact, approx = field(xyt), low(xyt)
+    assert approx.dtype == torch.float32
+    # bfloat16 keeps 8 bits of mantissa: a few 1e-3 on RGB in [0, 1], not more.
+    assert 0 < (approx - exact).abs().max() < 2e-2
+    approx.square().mean().backward()
+    assert all(p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32 for p in low.mlp.parameters())
+    # The first sine layer (w0 = 30) stays float32: its gradient matches the float32 field's closely.
+    exact.square().mean().backward()
+    first, first_exact = low.mlp.synthesis.layers[0].weight.grad, field.mlp.synthesis.layers[0].weight.grad
+    assert torch.allclose(first, first_exact, rtol=0.1, atol=1e-3 * first_exact.abs().max())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Literal, Type
 
@@ -30,7 +29,7 @@ class ModulatedSirenConfig(InstantiateConfig):
     The first layer (sin of w0 * t, w0 = 30) and the RGB head stay float32, as do the weights and the optimizer."""
 
 
-@functools.lru_cache(maxsize=None)
+@torch.compiler.assume_constant_result  # a fact of the machine: compiled graphs take it as a constant
 def has_fast_bfloat16(device_type: str) -> bool:
     """Whether bfloat16 matrix products run on dedicated units here (rather than emulated, slower than float32)."""
     if device_type == "cuda":
@@ -58,16 +57,15 @@ class ModulatedSiren(nn.Module):
         self.activation = nn.LeakyReLU(config.leaky_relu_slope)
 
     def forward(self, t: Float[Tensor, "n 1"], latent: Float[Tensor, "n latent"]) -> Float[Tensor, "n out"]:
-        layers = zip(self.synthesis.layers, self.modulator, self.synthesis.omegas)
-        first_synthesis, first_modulator, first_omega = next(layers)
+        synthesis, omegas = self.synthesis.layers, self.synthesis.omegas
         # In bfloat16, w0 * (W t + b) would be off by ~0.1 rad: the first sine layer stays float32.
-        hidden = torch.sin(first_omega * first_synthesis(t))
+        hidden = torch.sin(omegas[0] * synthesis[0](t))
         with torch.autocast(t.device.type, torch.bfloat16, enabled=self.uses_bfloat16(t.device.type)):
-            modulation = self.activation(first_modulator(latent))
+            modulation = self.activation(self.modulator[0](latent))
             hidden = hidden * modulation
-            for synthesis, modulator, omega in layers:
-                modulation = self.activation(modulator(torch.cat([modulation, latent.to(modulation.dtype)], dim=-1)))
-                hidden = torch.sin(omega * synthesis(hidden)) * modulation
+            for layer in range(1, len(synthesis)):
+                modulation = self.activation(self.modulator[layer](torch.cat([modulation, latent.to(modulation.dtype)], dim=-1)))
+                hidden = torch.sin(omegas[layer] * synthesis[layer](hidden)) * modulation
         return self.synthesis.head(hidden.float())
 
     def uses_bfloat16(self, device_type: str) -> bool:

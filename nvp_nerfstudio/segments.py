@@ -6,7 +6,8 @@ memory follows the segment, not the video. Under torch's launcher (`torchrun --n
 nvp_nerfstudio.segments fit ...`) rank r trains segments r, r + N, ... on its own GPU. `render` and
 `evaluate` treat the segments as one video: every frame is drawn by the field of its segment (a
 boundary frame by the earlier one), and `evaluate` reports PSNR at the boundaries apart from the rest,
-which is where a seam would show.
+which is where a seam would show. `compress` writes every segment's compressed field into one .nvp file
+(each a complete nvp-compress file inside); `render`, `evaluate` and nvp-decompress play it as one video.
 
 Core module: runs without nerfstudio.
 """
@@ -19,9 +20,9 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import astuple, dataclass
+from dataclasses import asdict, astuple, dataclass, replace
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Annotated, Callable, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -30,7 +31,10 @@ from rich.console import Console
 
 from method_configs.fields import METHODS
 from nvp_nerfstudio.bench import BenchConfig, peak_rss_mib, psnr_against_time
-from nvp_nerfstudio.data.video import FrameSelection, VideoInputError, iter_segments
+from nvp_nerfstudio.compression import container
+from nvp_nerfstudio.compression.container import CompressedFileError, Container, Section, corrupt
+from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, compress as compress_field, decode
+from nvp_nerfstudio.data.video import FrameSelection, VideoInputError, iter_segments, open_frames
 from nvp_nerfstudio.fields.base import VideoField, VideoShape
 from nvp_nerfstudio.render import psnr, render_frame
 
@@ -61,7 +65,7 @@ class FitConfig:
 @dataclass
 class RenderConfig:
     segments: Path
-    """The output folder of `nvp-long fit`."""
+    """The output folder of `nvp-long fit`, or a .nvp file of `nvp-long compress`."""
     output: Path
     """A .mp4 file (H.264) or a folder to fill with PNG frames."""
     crf: int = 18
@@ -70,7 +74,18 @@ class RenderConfig:
 @dataclass
 class EvaluateConfig:
     segments: Path
-    """The output folder of `nvp-long fit` (its source video is decoded again, one segment at a time)."""
+    """The output folder of `nvp-long fit`, or a .nvp file of `nvp-long compress`."""
+    reference: Optional[str] = None
+    """The source video, decoded again frame by frame; None: the one `fit` read (a .nvp file does not name it)."""
+
+
+@dataclass
+class CompressConfig:
+    segments: Path
+    """The output folder of `nvp-long fit`."""
+    output: Annotated[Path, tyro.conf.arg(aliases=("-o",))]
+    """The .nvp file to write: every segment's field in one file (nvp-decompress plays it as one video)."""
+    codecs: tyro.conf.OmitArgPrefixes[CodecOptions] = CodecOptions()
 
 
 @dataclass
@@ -162,51 +177,111 @@ def load_segment(folder: Path, entry: dict, device: str) -> VideoField:
     return field_module.eval()
 
 
-def rendered_frames(folder: Path, manifest: dict) -> Iterator[tuple[int, torch.Tensor]]:
-    """(source frame index, RGB in [0, 1]) of every frame in order, each from its segment's field; the
-    boundary frame two segments share comes from the earlier one."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    done = -1
-    for entry in manifest["segments"]:
-        field_module = load_segment(folder, entry, device)
-        span = entry["last"] - entry["first"]
-        for index in range(max(entry["first"], done + 1), entry["last"] + 1):
-            t = (index - entry["first"]) / max(span, 1)
-            yield index, render_frame(field_module, t, manifest["height"], manifest["width"]).cpu()
-        done = entry["last"]
+@dataclass
+class SegmentedVideo:
+    """Consecutive fields that make one video, from a `fit` folder or a segmented .nvp file; each field is
+    loaded only when its frames are drawn."""
+
+    width: int
+    height: int
+    fps: float
+    selection: FrameSelection
+    """The source frames `fit` read (downscale, max_frames)."""
+    spans: list[tuple[int, int]]
+    """(first, last) source frame of each segment; neighbours share their boundary frame."""
+    loaders: list[Callable[[], VideoField]]
+
+    @classmethod
+    def open(cls, path: Path) -> "SegmentedVideo":
+        """A `fit` folder or a .nvp file of `nvp-long compress`; SystemExit with one line when it is neither."""
+        if path.is_dir():
+            manifest = read_manifest(path)
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            return cls(
+                manifest["width"], manifest["height"], manifest["fps"],
+                FrameSelection(max_frames=manifest["max_frames"], downscale=manifest["downscale"]),
+                [(entry["first"], entry["last"]) for entry in manifest["segments"]],
+                [lambda entry=entry: load_segment(path, entry, device) for entry in manifest["segments"]],
+            )
+        try:
+            stored = container.read(path)
+            return cls.from_container(stored, str(path))
+        except CompressedFileError as err:
+            raise SystemExit(f"error: {err}") from None
+
+    @classmethod
+    def from_container(cls, stored: Container, source: str) -> "SegmentedVideo":
+        meta = stored.meta
+        try:
+            video, spans = meta["video"], [(int(first), int(last)) for first, last in meta["segments"]]
+            width, height, fps = int(video["width"]), int(video["height"]), float(video["fps"])
+            selection = FrameSelection(**meta["selection"])
+        except (KeyError, TypeError, ValueError):
+            raise corrupt(source, "its header does not describe a segmented video (or is it a one-field file? use nvp-decompress)") from None
+        contiguous = all(last == following[0] for (_, last), following in zip(spans, spans[1:]))
+        if not spans or len(stored.sections) != len(spans) or not contiguous or any(last <= first for first, last in spans):
+            raise corrupt(source, "its segment table does not match its sections")
+
+        def loader(number: int) -> Callable[[], VideoField]:
+            name = f"{source} segment {number}"
+            return lambda: decode(container.from_bytes(stored.sections[number].payload, name), name)[0]
+
+        return cls(width, height, fps, selection, spans, [loader(number) for number in range(len(spans))])
+
+    @property
+    def num_frames(self) -> int:
+        return self.spans[-1][1] - self.spans[0][0] + 1
+
+    @property
+    def boundaries(self) -> set[int]:
+        return {last for _, last in self.spans[:-1]}
+
+    def frames(self) -> Iterator[tuple[int, torch.Tensor]]:
+        """(source frame index, RGB in [0, 1]) of every frame in order, each from its segment's field; the
+        boundary frame two segments share comes from the earlier one."""
+        done = -1
+        for (first, last), load in zip(self.spans, self.loaders):
+            field_module = load()
+            for index in range(max(first, done + 1), last + 1):
+                t = (index - first) / max(last - first, 1)
+                yield index, render_frame(field_module, t, self.height, self.width).cpu()
+            done = last
+            del field_module
 
 
 def render(config: RenderConfig) -> None:
     from nvp_nerfstudio.scripts.render import FrameWriter, to_uint8
 
-    manifest = read_manifest(config.segments)
-    writer = FrameWriter(config.output, manifest["width"], manifest["height"], manifest["fps"] or 25.0, config.crf)
-    try:
-        for _, frame in rendered_frames(config.segments, manifest):
+    video = SegmentedVideo.open(config.segments)
+    with FrameWriter(config.output, video.width, video.height, video.fps or 25.0, config.crf) as writer:
+        for _, frame in video.frames():
             writer.write(to_uint8(frame))
-    finally:
-        writer.close()
-    CONSOLE.print(f"Wrote {writer.index} frames from {len(manifest['segments'])} segments to {config.output}")
+    CONSOLE.print(f"Wrote {writer.index} frames from {len(video.spans)} segments to {config.output}")
 
 
 def evaluate(config: EvaluateConfig) -> dict:
     """Mean per-frame PSNR against the source, over all frames, at segment boundaries and elsewhere."""
-    manifest = read_manifest(config.segments)
-    selection = FrameSelection(max_frames=manifest["max_frames"], downscale=manifest["downscale"])
-    rendered = rendered_frames(config.segments, manifest)
-    boundaries = {entry["last"] for entry in manifest["segments"][:-1]}
-    near_boundary = {i + d for i in boundaries for d in (-1, 0, 1)}
+    video = SegmentedVideo.open(config.segments)
+    reference = config.reference or (read_manifest(config.segments)["source"] if config.segments.is_dir() else None)
+    if reference is None:
+        raise SystemExit(f"error: {config.segments} does not name its source video: pass --reference VIDEO")
+    near_boundary = {i + d for i in video.boundaries for d in (-1, 0, 1)}
     scores: dict[int, float] = {}
-    for segment in iter_segments(manifest["source"], manifest["segment_frames"], selection):
-        for slot, index in enumerate(segment.source_indices):
-            if index in scores:
-                continue
-            rendered_index, frame = next(rendered)
-            assert rendered_index == index, "the manifest does not match the source video"
-            scores[index] = psnr(frame, segment.frames[slot].float() / 255.0)
+    try:
+        source = open_frames(reference, video.selection)
+        if (source.width, source.height) != (video.width, video.height):
+            raise VideoInputError(f"{reference} gives {source.width}x{source.height} frames, the segments {video.width}x{video.height}")
+        for (index, frame), (source_index, truth) in zip(video.frames(), source.frames):
+            if index != source_index:
+                raise VideoInputError(f"frame {index} of the segments meets frame {source_index} of {reference}")
+            scores[index] = psnr(frame, torch.from_numpy(truth).float() / 255.0)
+    except VideoInputError as err:
+        raise SystemExit(f"error: {err}: pass the video the segments were fitted on") from None
+    if len(scores) != video.num_frames:
+        raise SystemExit(f"error: {reference} has {len(scores)} of the segments' {video.num_frames} frames: pass the video they were fitted on")
     result = {
         "psnr": float(np.mean(list(scores.values()))),
-        "psnr_near_boundaries": float(np.mean([s for i, s in scores.items() if i in near_boundary])) if boundaries else None,
+        "psnr_near_boundaries": float(np.mean([s for i, s in scores.items() if i in near_boundary])) if near_boundary else None,
         "psnr_elsewhere": float(np.mean([s for i, s in scores.items() if i not in near_boundary])),
         "frames": len(scores),
     }
@@ -217,6 +292,30 @@ def evaluate(config: EvaluateConfig) -> dict:
     return result
 
 
+def compress(config: CompressConfig) -> None:
+    """Every segment's field compressed as nvp-compress would (each a complete .nvp inside), in one file."""
+    from nvp_nerfstudio.scripts.compress import bits_per_pixel
+
+    manifest = read_manifest(config.segments)
+    selection = FrameSelection(max_frames=manifest["max_frames"], downscale=manifest["downscale"])
+    sections = []
+    for number, entry in enumerate(manifest["segments"]):
+        field_module = load_segment(config.segments, entry, "cpu")
+        span = replace(selection, start=entry["first"], end=entry["last"] + 1, max_frames=None)
+        try:
+            stored = compress_field(field_module, VideoInfo(manifest["method"], manifest["fps"], span), config.codecs)
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
+        sections.append(Section(f"segment {number}", "nvp", container.to_bytes(stored)))
+        CONSOLE.print(f"segment {number} (frames {entry['first']}-{entry['last']}): {len(sections[-1].payload):,} bytes")
+    spans = [[entry["first"], entry["last"]] for entry in manifest["segments"]]
+    video = {"width": manifest["width"], "height": manifest["height"], "fps": manifest["fps"]}
+    data = container.to_bytes(Container({"video": video, "selection": asdict(selection), "segments": spans}, sections))
+    container.write(config.output, data)
+    shape = VideoShape(spans[-1][1] - spans[0][0] + 1, manifest["height"], manifest["width"])
+    CONSOLE.print(f"Wrote {config.output}: {len(data):,} bytes, {bits_per_pixel(len(data), shape):.4f} bpp ({len(sections)} segments)")
+
+
 def memory_bench(config: MemoryBenchConfig) -> list[dict]:
     """Peak RSS of `fit` on generated clips of growing length: it should stay flat."""
     from nvp_nerfstudio.scripts.render import FrameWriter
@@ -225,12 +324,11 @@ def memory_bench(config: MemoryBenchConfig) -> list[dict]:
     with tempfile.TemporaryDirectory() as scratch:
         for length in config.lengths:
             clip = Path(scratch) / f"clip_{length}.mp4"
-            writer = FrameWriter(clip, *config.size, 25.0, 18)
             width, height = config.size
             x, y = np.meshgrid(np.arange(width), np.arange(height))
-            for t in range(length):  # a moving colour pattern, so segments differ
-                writer.write(np.stack([(x + 3 * t) % 256, (y * 2 + t) % 256, (x + y + 5 * t) % 256], -1).astype(np.uint8))
-            writer.close()
+            with FrameWriter(clip, width, height, 25.0, 18) as writer:
+                for t in range(length):  # a moving colour pattern, so segments differ
+                    writer.write(np.stack([(x + 3 * t) % 256, (y * 2 + t) % 256, (x + y + 5 * t) % 256], -1).astype(np.uint8))
             out = Path(scratch) / f"fit_{length}"
             command = [sys.executable, "-m", "nvp_nerfstudio.segments", "fit", "--data", str(clip), "--output-dir", str(out),
                        "--segment-frames", str(config.segment_frames), "--steps-per-segment", str(config.steps_per_segment),
@@ -243,7 +341,7 @@ def memory_bench(config: MemoryBenchConfig) -> list[dict]:
 
 
 COMMANDS = {"fit": (FitConfig, fit), "render": (RenderConfig, render), "evaluate": (EvaluateConfig, evaluate),
-            "memory-bench": (MemoryBenchConfig, memory_bench)}
+            "compress": (CompressConfig, compress), "memory-bench": (MemoryBenchConfig, memory_bench)}
 
 
 def entrypoint() -> None:

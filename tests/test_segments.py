@@ -9,9 +9,23 @@ import pytest
 import torch
 
 from conftest import moving_gradient, write_clip
+from nvp_nerfstudio.compression import container
 from nvp_nerfstudio.data.video import iter_segments, load_video
 from nvp_nerfstudio.render import psnr
-from nvp_nerfstudio.segments import EvaluateConfig, FitConfig, MemoryBenchConfig, RenderConfig, evaluate, fit, memory_bench, render
+from nvp_nerfstudio.scripts.decompress import DecompressConfig
+from nvp_nerfstudio.scripts.decompress import main as decompress_main
+from nvp_nerfstudio.segments import (
+    CompressConfig,
+    EvaluateConfig,
+    FitConfig,
+    MemoryBenchConfig,
+    RenderConfig,
+    compress,
+    evaluate,
+    fit,
+    memory_bench,
+    render,
+)
 
 
 @pytest.fixture
@@ -49,3 +63,49 @@ def test_peak_memory_stays_flat_as_the_clip_grows() -> None:
     rows = memory_bench(MemoryBenchConfig(lengths=(16, 96), segment_frames=8, size=(64, 48), steps_per_segment=2))
     assert [r["frames"] for r in rows] == [16, 96]
     assert rows[1]["peak_rss_mib"] < rows[0]["peak_rss_mib"] * 1.15
+
+
+def test_segments_compress_to_one_file_that_plays_and_scores_as_one_video(clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fit"
+    fit(FitConfig(data=str(clip), output_dir=out, method="ngp-video", segment_frames=6, steps_per_segment=40, train_batch=2048, device="cpu"))
+    packed = tmp_path / "long.nvp"
+    compress(CompressConfig(segments=out, output=packed))
+    stored = container.read(packed)
+    assert stored.meta["segments"] == [[0, 5], [5, 10], [10, 13]] and len(stored.sections) == 3
+    # Every section is a complete one-field file of its segment's frames.
+    inner = container.from_bytes(stored.sections[1].payload, "segment 1")
+    assert inner.meta["video"]["frames"] == 6 and inner.meta["selection"]["start"] == 5
+
+    uncompressed, compressed = evaluate(EvaluateConfig(segments=out)), evaluate(EvaluateConfig(segments=packed, reference=str(clip)))
+    assert compressed["frames"] == 14 and compressed["psnr"] == pytest.approx(uncompressed["psnr"], abs=0.5)
+    assert compressed["psnr_near_boundaries"] is not None
+
+    frames_dir = tmp_path / "decoded"
+    decompress_main(DecompressConfig(packed, frames_dir, reference=str(clip)))
+    decoded, truth = load_video(frames_dir), load_video(clip)
+    assert decoded.num_frames == 14
+    mean = sum(psnr(decoded.frames[i].float() / 255, truth.frames[i].float() / 255) for i in range(14)) / 14
+    assert mean == pytest.approx(compressed["psnr"], abs=0.3)  # PNG frames are 8-bit
+
+    with pytest.raises(SystemExit, match="needs|reference"):
+        evaluate(EvaluateConfig(segments=packed))  # a .nvp file does not name its source
+    damaged = bytearray(packed.read_bytes())
+    damaged[-10] ^= 0xFF
+    (tmp_path / "damaged.nvp").write_bytes(bytes(damaged))
+    with pytest.raises(SystemExit, match="segment 2"):
+        render(RenderConfig(segments=tmp_path / "damaged.nvp", output=tmp_path / "damaged.mp4"))
+
+
+def test_a_failed_decode_leaves_an_existing_video_untouched(clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fit"
+    fit(FitConfig(data=str(clip), output_dir=out, method="ngp-video", segment_frames=8, steps_per_segment=5, train_batch=1024, device="cpu"))
+    packed = tmp_path / "long.nvp"
+    compress(CompressConfig(segments=out, output=packed))
+    target = tmp_path / "out.mp4"
+    render(RenderConfig(segments=packed, output=target))
+    before = target.read_bytes()
+    short = write_clip(tmp_path / "short.mkv", moving_gradient(5, 24, 32), codec="ffv1", pix_fmt="bgr0")
+    with pytest.raises(SystemExit, match="fewer frames"):
+        decompress_main(DecompressConfig(packed, target, reference=str(short)))
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no partial file left

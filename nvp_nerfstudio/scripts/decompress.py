@@ -1,4 +1,5 @@
-"""nvp-decompress: rebuild the field from a .nvp file alone and render every frame to an mp4 or PNG folder.
+"""nvp-decompress: rebuild the field from a .nvp file alone and render every frame to an mp4 or PNG folder
+(a segmented file of `nvp-long compress`: every segment's field in turn, as one video).
 
 With --reference, also scores the frames against the source video (mean per-frame PSNR and SSIM,
 as ns-eval does), loaded with the frame selection the run trained on (stored in the file).
@@ -9,19 +10,22 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Iterator, Optional
 
 import torch
 import tyro
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import Tensor
 
 from nvp_nerfstudio.compression import container
-from nvp_nerfstudio.compression.container import CompressedFileError
+from nvp_nerfstudio.compression.container import CompressedFileError, Container
 from nvp_nerfstudio.compression.field_codec import decode
-from nvp_nerfstudio.data.video import VideoInputError, load_video
+from nvp_nerfstudio.data.video import FrameSelection, VideoInputError, open_frames
+from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.render import psnr, render_frame
 from nvp_nerfstudio.scripts.render import FrameWriter, to_uint8
+from nvp_nerfstudio.segments import SegmentedVideo
 
 CONSOLE = Console()
 
@@ -40,47 +44,63 @@ class DecompressConfig:
     """Pixels per forward pass."""
 
 
+def decoded_frames(stored: Container, source: str, chunk: int) -> tuple[Iterator[Tensor], VideoShape, float, FrameSelection, str]:
+    """The frames of a one-field file, or of a segmented one (`nvp-long compress`: each segment's field
+    decoded when its frames come), with the video's shape, frame rate, source frame selection and a label."""
+    if "segments" in stored.meta:
+        video = SegmentedVideo.from_container(stored, source)
+        frames = (frame for _, frame in video.frames())
+        return frames, VideoShape(video.num_frames, video.height, video.width), video.fps, video.selection, f"{len(video.spans)} segments"
+    field, info = decode(stored, source)
+    shape = field.shape
+    last = max(shape.num_frames - 1, 1)
+    frames = (render_frame(field, index / last, shape.height, shape.width, chunk) for index in range(shape.num_frames))
+    return frames, shape, info.fps, info.selection, f"the {info.method} field"
+
+
 def main(config: DecompressConfig) -> None:
     from torchmetrics.functional import structural_similarity_index_measure
 
     start = time.perf_counter()
     try:
-        field, info = decode(container.read(config.input), str(config.input))
+        frames, shape, fps, selection, label = decoded_frames(container.read(config.input), str(config.input), config.chunk)
     except CompressedFileError as err:
         raise SystemExit(f"error: {err}") from None
     decode_seconds = time.perf_counter() - start
-    shape = field.shape
     reference = None
-    if config.reference is not None:
+    if config.reference is not None:  # decoded frame by frame alongside: never the whole video in memory
         try:
-            reference = load_video(config.reference, info.selection)
+            reference = open_frames(config.reference, selection)
         except VideoInputError as err:
             raise SystemExit(f"error: {err}") from None
-        if tuple(reference.frames.shape[:3]) != (shape.num_frames, shape.height, shape.width):
+        if (reference.width, reference.height) != (shape.width, shape.height):
             raise SystemExit(
-                f"error: the reference is {reference.num_frames} frames of {reference.width}x{reference.height} but "
-                f"{config.input} holds {shape.num_frames} of {shape.width}x{shape.height}: pass the video the run trained on"
+                f"error: the reference is {reference.width}x{reference.height} but {config.input} holds "
+                f"{shape.width}x{shape.height} frames: pass the video the run trained on"
             )
-    writer = FrameWriter(config.output, shape.width, shape.height, info.fps or 25.0, config.crf)
     scores = []
     start = time.perf_counter()
     columns = (TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    writer = FrameWriter(config.output, shape.width, shape.height, fps or 25.0, config.crf)
     try:
-        with Progress(*columns, console=CONSOLE) as progress:
+        with writer, Progress(*columns, console=CONSOLE) as progress:
             task = progress.add_task("render", total=shape.num_frames)
-            for index in range(shape.num_frames):
-                frame = render_frame(field, index / max(shape.num_frames - 1, 1), shape.height, shape.width, config.chunk)
+            truths = reference.frames if reference is not None else None
+            for frame in frames:
                 writer.write(to_uint8(frame))
-                if reference is not None:
-                    truth = reference.frames[index].float() / 255.0
+                if truths is not None:
+                    _, truth_rgb = next(truths, (None, None))
+                    if truth_rgb is None:
+                        raise VideoInputError(f"the reference has fewer frames than the {shape.num_frames} of {config.input}")
+                    truth = torch.from_numpy(truth_rgb).float() / 255.0
                     pair = frame.permute(2, 0, 1)[None], truth.permute(2, 0, 1)[None]
                     scores.append((psnr(frame, truth), float(structural_similarity_index_measure(*pair, data_range=1.0))))
                 progress.advance(task)
-    finally:
-        writer.close()
+    except (CompressedFileError, VideoInputError) as err:  # a later segment, or the reference, fails midway
+        raise SystemExit(f"error: {err}") from None
     render_seconds = time.perf_counter() - start
     CONSOLE.print(
-        f"Decoded the {info.method} field of {config.input} in {decode_seconds:.1f} s; wrote {shape.num_frames} frames "
+        f"Decoded {label} of {config.input} in {decode_seconds:.1f} s; wrote {shape.num_frames} frames "
         f"of {shape.width}x{shape.height} to {config.output} in {render_seconds:.1f} s"
     )
     if scores:

@@ -72,7 +72,9 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 
 class FrameWriter:
-    """Writes RGB frames to an H.264 mp4 through PyAV, or to numbered PNG files."""
+    """Writes RGB frames to an H.264 mp4 through PyAV, or to numbered PNG files. Used as a context manager:
+    an mp4 is written beside its destination and replaces it only when complete, so a failure midway never
+    leaves a truncated video or destroys an older one."""
 
     def __init__(self, output: Path, width: int, height: int, fps: float, crf: int) -> None:
         self.output = output
@@ -80,7 +82,8 @@ class FrameWriter:
         self.container = None
         if output.suffix.lower() == ".mp4":
             output.parent.mkdir(parents=True, exist_ok=True)
-            self.container = av.open(str(output), "w")
+            self.partial = output.with_name(f".{output.name}.partial.mp4")
+            self.container = av.open(str(self.partial), "w")
             self.stream = self.container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             # yuv420p plays everywhere but needs even sizes: pad by repeating the last row/column.
             self.stream.width, self.stream.height = width + width % 2, height + height % 2
@@ -97,10 +100,19 @@ class FrameWriter:
             self.container.mux(self.stream.encode(av.VideoFrame.from_ndarray(padded, format="rgb24")))
         self.index += 1
 
-    def close(self) -> None:
-        if self.container is not None:
+    def __enter__(self) -> "FrameWriter":
+        return self
+
+    def __exit__(self, error_type, *_) -> None:
+        if self.container is None:
+            return
+        if error_type is None:
             self.container.mux(self.stream.encode())
-            self.container.close()
+        self.container.close()
+        if error_type is None:
+            self.partial.replace(self.output)
+        else:
+            self.partial.unlink(missing_ok=True)
 
 
 def rendered_frames(
@@ -131,18 +143,15 @@ def main(config: RenderConfig) -> None:
         raise SystemExit("error: --side-by-side needs --scale 1 and whole source frames (the truth exists only there)")
     fps = config.fps or (video.fps or 25.0) * config.rate
     height, width = max(1, round(video.height * config.scale)), max(1, round(video.width * config.scale))
-    writer = FrameWriter(config.output, width * (3 if config.side_by_side else 1), height, fps, config.crf)
     field_seconds = 0.0
     columns = (TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    try:
+    with FrameWriter(config.output, width * (3 if config.side_by_side else 1), height, fps, config.crf) as writer:
         with Progress(*columns, console=CONSOLE) as progress:
             task = progress.add_task("render", total=len(positions))
             for frame, seconds in rendered_frames(config, field, video, positions, height, width):
                 writer.write(frame)
                 field_seconds += seconds
                 progress.advance(task)
-    finally:
-        writer.close()
     pixels = len(positions) * height * width
     source_fps = pixels / (video.height * video.width) / field_seconds
     CONSOLE.print(f"Wrote {len(positions)} frames of {width}x{height} at {fps:g} fps to {config.output} (from {checkpoint})")

@@ -61,6 +61,19 @@ class VideoModel(Model):
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         return {"fields": list(self.field.parameters())}
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Always strict: nerfstudio retries a failed load non-strictly, which would leave the field partly
+        at its random initialisation and rendering noise with no warning."""
+        expected, given = set(self.state_dict()), set(state_dict)
+        if expected != given:
+            differing = sorted(expected ^ given)
+            raise SystemExit(
+                f"error: the checkpoint does not fit this {type(self.field).__name__} ({len(differing)} parameter names "
+                f"differ, e.g. {differing[0]}): it was written by another version of nvp-nerfstudio or for another "
+                "method; load it with that version, or train again"
+            )
+        return super().load_state_dict(state_dict, strict=True, assign=assign)
+
     def plane_coordinates(self, ray_bundle: RayBundle) -> Tuple[Float[Tensor, "n 3"], Bool[Tensor, "n"], Float[Tensor, "n"]]:
         """(x, y, t) in [0, 1]^3 where each ray meets z = 0, whether it does inside the frame, and at what distance."""
         origins = ray_bundle.origins.reshape(-1, 3)

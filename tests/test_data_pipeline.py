@@ -132,3 +132,17 @@ def test_linear_blend_baseline_recovers_linear_motion() -> None:
     # A clip with no temporal structure cannot be blended well.
     noise = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (9, 8, 8, 3), dtype=np.uint8))
     assert blend_psnr(noise, holdout_every=2) < 12.0
+
+
+def test_a_checkpoint_of_another_field_layout_is_refused_not_half_loaded(clip: Path) -> None:
+    from nerfstudio.pipelines.base_pipeline import Pipeline
+
+    model, _ = video_model(clip)
+    state = {f"_model.{key}": value for key, value in model.state_dict().items()}
+    renamed = {key.replace("mlp.synthesis.head", "mlp.head"): value for key, value in state.items()}
+    pipeline = Pipeline.__new__(Pipeline)  # nerfstudio's own loading path, which retries non-strictly
+    torch.nn.Module.__init__(pipeline)
+    pipeline._model = model
+    with pytest.raises(SystemExit, match="parameter names differ"):
+        pipeline.load_state_dict(renamed)
+    pipeline.load_state_dict(state)  # the matching checkpoint still loads

@@ -30,6 +30,7 @@ from nvp_nerfstudio.compression.field_codec import (
     decompress,
     grids,
     levels,
+    other_tensors,
     quantised,
 )
 from nvp_nerfstudio.compression.geometry import entry_index
@@ -130,6 +131,18 @@ def test_every_method_round_trips_losslessly(name: str) -> None:
     decoded, _ = decode_bytes(container.to_bytes(compress(field, replace(INFO, method=name), LOSSLESS)))
     assert type(decoded) is type(field)
     assert torch.equal(frames(decoded), frames(quantised(field, LOSSLESS)))
+
+
+def test_per_frame_grid_is_coded_as_an_8_bit_video_as_the_paper() -> None:
+    field = perturbed(METHODS["nvp-paper"].field)
+    stored = compress(field, replace(INFO, method="nvp-paper"), LOSSLESS)
+    section = stored.section("positional")
+    assert section.kind == "video:ffv1"
+    assert "positional.grid" not in [key for key, _ in other_tensors(field)]
+    decoded, _ = decode_bytes(container.to_bytes(stored))
+    grid, restored = field.positional.grid.detach(), decoded.positional.grid
+    step = (grid.amax((0, 1, 2)) - grid.amin((0, 1, 2))) / 255  # per channel
+    assert ((restored - grid).abs() <= step / 2 + 1e-6).all()
 
 
 def test_hashed_levels_round_trip_exactly_at_fewer_bits() -> None:

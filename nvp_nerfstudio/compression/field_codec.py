@@ -4,7 +4,7 @@ Every GridEncoding in the field's module tree is quantised to 8 bits per (grid, 
 with a float32 [min, max] range, keeping only the entries input in [0, 1] can reach (geometry.py).
 Its 2D dense levels become one grayscale image per channel, its 3D dense levels one grayscale video
 per channel (t-slices as frames), and every other level (hashed: no spatial order) goes through a
-general-purpose coder. Everything else in the field's state (the MLPs) is stored as float16 or
+general-purpose coder. A per-frame grid (nvp-paper) is one more 3D dense level. Everything else in the field's state (the MLPs) is stored as float16 or
 float32. The header holds the method name and the field config as trained, so the decoder rebuilds
 exactly that field, then fills it from the sections.
 
@@ -35,6 +35,7 @@ from nvp_nerfstudio.compression.videocodec import VIDEO_CODECS
 from nvp_nerfstudio.compression.videos import VideoJob, decode_videos, encode_videos
 from nvp_nerfstudio.data.video import FrameSelection, VideoInputError
 from nvp_nerfstudio.encodings.grid import GridEncoding
+from nvp_nerfstudio.encodings.per_frame import PerFrameGrid
 from nvp_nerfstudio.fields.base import VideoField, VideoFieldConfig, VideoShape
 
 RANGES_SECTION = "quantisation ranges"
@@ -96,9 +97,13 @@ def grids(field: VideoField) -> list[tuple[str, GridEncoding]]:
     return [(name, module) for name, module in field.named_modules() if isinstance(module, GridEncoding)]
 
 
+def per_frame_grids(field: VideoField) -> list[tuple[str, PerFrameGrid]]:
+    return [(name, module) for name, module in field.named_modules() if isinstance(module, PerFrameGrid)]
+
+
 def other_tensors(field: VideoField) -> list[tuple[str, Tensor]]:
     """Every entry of the state dict that is not a grid's parameter vector, in state-dict order."""
-    grid_keys = {f"{name}.params" for name, _ in grids(field)}
+    grid_keys = {f"{name}.params" for name, _ in grids(field)} | {f"{name}.grid" for name, _ in per_frame_grids(field)}
     return [(key, value) for key, value in field.state_dict().items() if key not in grid_keys]
 
 
@@ -146,12 +151,43 @@ class Level:
         table[self.rows()] = values.to(table)
 
 
-def levels(field: VideoField) -> list[Level]:
+@dataclass(frozen=True)
+class PerFrameLevel:
+    """The reference code's per-frame grid (nvp-paper) as one dense 3D level, coded as the paper codes it:
+    each feature channel a grayscale video of its frames' cell grids."""
+
+    grid: PerFrameGrid
+    name: str
+    form = "video"
+
+    @property
+    def geometry(self) -> LevelGeometry:
+        frames, height, width, _ = self.grid.grid.shape
+        return LevelGeometry(0, False, (width, height, frames), np.arange(frames * height * width))
+
+    @property
+    def channels(self) -> int:
+        return self.grid.config.features
+
+    def bits(self, options: CodecOptions) -> int:
+        return 8
+
+    def kind(self, options: CodecOptions) -> str:
+        return f"video:{options.video_codec}"
+
+    def values(self) -> Tensor:
+        return self.grid.grid.detach().reshape(-1, self.channels).cpu()
+
+    def write(self, values: Tensor) -> None:
+        self.grid.grid.data.copy_(values.reshape(self.grid.grid.shape))
+
+
+def levels(field: VideoField) -> list[Level | PerFrameLevel]:
     return [
         Level(grid, name, index, level_geometry(grid, index))
         for name, grid in grids(field)
         for index in range(grid.config.num_levels)
-    ]
+    ] + [PerFrameLevel(grid, name) for name, grid in per_frame_grids(field)]
 
 
 def quantised_levels(field: VideoField, options: CodecOptions) -> Iterator[tuple[Level, Tensor, Tensor]]:

@@ -145,3 +145,35 @@ def test_compress_then_decompress_scores_close_to_eval(trained_run: Path) -> Non
     result = run("nvp-decompress", str(damaged), "-o", str(run_dir / "damaged.mp4"), cwd=run_dir)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "is corrupt: section 'other tensors' is truncated" in result.stderr.strip().splitlines()[-1]
+
+
+def test_rd_point_is_what_decompress_gives(trained_run: Path) -> None:
+    import csv
+
+    from nvp_nerfstudio.data.video import FrameSelection, load_video
+    from nvp_nerfstudio.render import psnr
+
+    run_dir = trained_run.parent
+    out = run_dir / "rd"
+    result = run(
+        "nvp-rd", "--load-config", str(trained_run), "--output-dir", str(out), "--image-qualities", "--hash-bits", "8",
+        "--no-paper-codecs", "--no-lossless", "--codecs", "x264", "--pix-fmts", "yuv420p", "--crfs", "23", "33", cwd=run_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert all((out / name).stat().st_size > 0 for name in ("rd.csv", "rd.md", "rd.png"))
+    rows = list(csv.DictReader((out / "rd.csv").open()))
+    assert [(r["series"], r["setting"]) for r in rows] == [
+        ("nvp", "base"), ("nvp", "hash bits 8"), ("x264 medium yuv420p", "crf 23"), ("x264 medium yuv420p", "crf 33"),
+    ]
+    # The base point is nvp-compress's default file, scored as nvp-decompress's PNG frames.
+    compressed, frames_dir = run_dir / "rd.nvp", run_dir / "rd_frames"
+    result = run("nvp-compress", "--load-config", str(trained_run), "-o", str(compressed), cwd=run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run("nvp-decompress", str(compressed), "-o", str(frames_dir), cwd=run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    source = load_video("sample:carphone", FrameSelection(max_frames=24)).frames.float() / 255
+    decoded = load_video(frames_dir).frames.float() / 255
+    decoded_psnr = sum(psnr(d, s) for d, s in zip(decoded, source)) / len(source)
+    assert int(rows[0]["bytes"]) == compressed.stat().st_size
+    assert abs(float(rows[0]["psnr_db"]) - decoded_psnr) < 0.01
+    assert "x264 medium yuv420p" in (out / "rd.md").read_text()

@@ -18,8 +18,8 @@ from rich.table import Table
 from nvp_nerfstudio.compression import container
 from nvp_nerfstudio.compression.container import Container
 from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, compress
-from nvp_nerfstudio.data.video import FrameSelection
-from nvp_nerfstudio.fields.base import VideoShape
+from nvp_nerfstudio.data.video import FrameSelection, VideoFrames
+from nvp_nerfstudio.fields.base import VideoField, VideoShape
 
 CONSOLE = Console()
 
@@ -49,22 +49,32 @@ def breakdown(stored: Container, total: int, shape: VideoShape) -> Table:
     return table
 
 
-def main(config: CompressConfig) -> None:
+def check_run(load_config: Path) -> None:
+    if not load_config.is_file():
+        raise SystemExit(f"error: {load_config} does not exist: pass the config.yml of a trained run")
+
+
+def load_run(load_config: Path) -> tuple[VideoField, VideoInfo, VideoFrames, Path]:
+    """A trained run's field (eval mode), what the decoder needs about its video, the frames it trained on
+    (its frame selection of the source) and its checkpoint."""
     from nerfstudio.utils.eval_utils import eval_setup
 
-    if not config.load_config.is_file():
-        raise SystemExit(f"error: {config.load_config} does not exist: pass the config.yml of a trained run")
-    if config.output.is_dir() or not config.output.parent.is_dir():
-        raise SystemExit(f"error: cannot write {config.output}: give a file path in an existing folder, e.g. clip.nvp")
-    trainer_config, pipeline, checkpoint, _ = eval_setup(config.load_config, test_mode="test")
+    trainer_config, pipeline, checkpoint, _ = eval_setup(load_config, test_mode="test")
     parser = pipeline.datamanager.dataparser.config
     video = pipeline.datamanager.eval_dataset.video
-    field = pipeline.model.field.eval()
     info = VideoInfo(
         trainer_config.method_name,
         video.fps,
         FrameSelection(parser.start_frame, parser.end_frame, parser.stride, parser.max_frames, parser.downscale),
     )
+    return pipeline.model.field.eval(), info, video, checkpoint
+
+
+def main(config: CompressConfig) -> None:
+    check_run(config.load_config)
+    if config.output.is_dir() or not config.output.parent.is_dir():
+        raise SystemExit(f"error: cannot write {config.output}: give a file path in an existing folder, e.g. clip.nvp")
+    field, info, _, checkpoint = load_run(config.load_config)
     start = time.perf_counter()
     try:
         stored = compress(field, info, config.codecs)

@@ -1,0 +1,470 @@
+"""nvp-rd: rate-distortion of trained runs through the .nvp codec, against x264, x265 and SVT-AV1.
+
+For each run: the uncompressed field's PSNR and the size of its raw 8-bit latents, then a sweep of
+codec settings, each compressed to bytes, decoded from those bytes as nvp-decompress does (file ->
+field), and rendered. The reference codecs code the same source frames through PyAV: x264 and x265
+in yuv420p and yuv444p, SVT-AV1 in yuv420p only (it codes only 4:2:0), each encode in a fresh child
+process (reference_codecs.py). Every point is measured the same way: frames as uint8, as a decoded
+video is, mean per-frame RGB PSNR against the source frames (the run's frame selection), and
+bpp = bytes x 8 / (frames x height x width): the whole .nvp file, or a codec's bitstream (packets and
+extradata, no container). Writes rd.csv, rd.md and rd.png to the output folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal, Optional, Tuple
+
+import av
+import numpy as np
+import torch
+import tyro
+from jaxtyping import UInt8
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import Tensor
+
+from nvp_nerfstudio.compare import clip_name
+from nvp_nerfstudio.compression import container, reference_codecs
+from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, compress, decode, raw_8bit_bytes
+from nvp_nerfstudio.fields.base import VideoField, VideoShape
+from nvp_nerfstudio.render import psnr, render_frame
+from nvp_nerfstudio.scripts.compress import bits_per_pixel, check_run, load_run
+from nvp_nerfstudio.scripts.render import to_uint8
+
+CONSOLE = Console()
+ANCHOR = ("x265", "yuv420p")
+"""The reference curve every NVP point is read against at equal bpp."""
+TARGET_RATIO, TARGET_LOSS = 4.0, 0.3
+"""The target: a file at least 4x smaller than the raw 8-bit latents, within 0.3 dB of the uncompressed field."""
+
+Frames = UInt8[np.ndarray, "frames height width 3"]
+SourceFrames = UInt8[Tensor, "frames height width 3"]
+
+
+@dataclass
+class RateDistortionConfig:
+    load_config: Tuple[Path, ...]
+    """config.yml of one or more trained runs of the same frames (e.g. an nvp and an nvp-paper run)."""
+    output_dir: Path = Path("rd-results")
+    """Folder for rd.csv, rd.md and rd.png (made if missing; written only once every point is measured)."""
+    base: CodecOptions = CodecOptions()
+    """The first point of every run; each point of the sweeps below changes one of its options."""
+    image_qualities: Tuple[int, ...] = (95, 80, 70)
+    """Qualities of the base image codec (NVP's keyframes)."""
+    hash_bits: Tuple[int, ...] = (8, 5, 4)
+    """Bits per value of the hashed levels."""
+    paper_codecs: bool = True
+    """Add a point with the paper's codecs: JPEG 95 keyframes, x265 at crf 21 for the 3D grid's dense levels."""
+    lossless: bool = True
+    """Add a point with lossless codecs (PNG, FFV1) and a float32 MLP: what the 8-bit latents alone cost."""
+    codecs: Tuple[Literal["x264", "x265", "svt-av1"], ...] = ("x264", "x265", "svt-av1")
+    """Reference codecs."""
+    pix_fmts: Tuple[Literal["yuv420p", "yuv444p"], ...] = ("yuv420p", "yuv444p")
+    """Pixel formats of x264 and x265; SVT-AV1 codes only yuv420p."""
+    crfs: Tuple[int, ...] = (0, 4, 8, 13, 18, 23, 28, 33, 38)
+    """Constant rate factors of x264 and x265 (0-51); the low ones reach the bpp of .nvp files."""
+    svt_av1_crfs: Tuple[int, ...] = (1, 10, 20, 27, 34, 41, 48, 55)
+    """Constant rate factors of SVT-AV1 (1-63)."""
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"] = "medium"
+    """x264 and x265 preset."""
+    svt_av1_preset: int = 8
+    """SVT-AV1 preset (0 slowest and best - 13 fastest)."""
+    codec_timeout: float = 600.0
+    """Seconds an encode and decode of the reference codecs may take."""
+    chunk: int = 1 << 16
+    """Pixels per forward pass when rendering."""
+
+
+@dataclass(frozen=True)
+class ReferenceJob:
+    codec: str
+    pix_fmt: str
+    crf: int
+    preset: str
+
+    @property
+    def series(self) -> str:
+        preset = f"preset {self.preset}" if self.codec == "svt-av1" else self.preset
+        return f"{self.codec} {preset} {self.pix_fmt}"
+
+
+@dataclass
+class Point:
+    series: str
+    """The run's label, or the reference codec with its preset and pixel format."""
+    setting: str
+    """What varies along the series: the sweep's name of the codec options, or the crf."""
+    num_bytes: int
+    bpp: float
+    psnr: float
+    encode_seconds: float
+    decode_seconds: float
+    """From bytes to a field (NVP, before rendering) or to the frames (reference codecs)."""
+    render_seconds: Optional[float] = None
+    codecs: str = ""
+    """NVP: every codec option, resolved."""
+
+
+@dataclass
+class RunResult:
+    label: str
+    config: Path
+    shape: VideoShape
+    uncompressed_psnr: float
+    raw_bytes: int
+    points: list[Point]
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def mean_psnr(frames: Frames, source: SourceFrames) -> float:
+    """Mean over the frames of each frame's RGB PSNR against the source's (ns-eval and nvp-decompress average the same way)."""
+    return sum(psnr(torch.from_numpy(frame).float() / 255, truth.float() / 255) for frame, truth in zip(frames, source)) / len(source)
+
+
+def render_video(field: VideoField, chunk: int) -> Frames:
+    """Every frame of the field, rounded to uint8 as a decoded video is."""
+    shape = field.shape
+    last = max(shape.num_frames - 1, 1)
+    return np.stack([to_uint8(render_frame(field, i / last, shape.height, shape.width, chunk)) for i in range(shape.num_frames)])
+
+
+def describe(options: CodecOptions) -> str:
+    options = options.resolved()
+    image = "png" if options.image_codec == "png" else f"{options.image_codec} {options.image_quality}"
+    video = "ffv1" if options.video_codec == "ffv1" else f"{options.video_codec} crf {options.video_crf}"
+    return f"{image} + {video} + {options.hash_coder}, {options.hash_bits}-bit hashes, float{options.mlp_bits} MLP"
+
+
+def nvp_point(
+    series: str, setting: str, field: VideoField, info: VideoInfo, options: CodecOptions, source: SourceFrames, chunk: int
+) -> Point:
+    """Compress to bytes, decode those bytes to a field (nvp-decompress's path), render it and score it."""
+    start = time.perf_counter()
+    data = container.to_bytes(compress(field, info, options))
+    compressed_at = time.perf_counter()
+    name = f"{series} ({setting})"
+    decoded, _ = decode(container.from_bytes(data, name), name)
+    decoded_at = time.perf_counter()
+    frames = render_video(decoded, chunk)
+    rendered_at = time.perf_counter()
+    return Point(
+        series, setting, len(data), bits_per_pixel(len(data), field.shape), mean_psnr(frames, source),
+        compressed_at - start, decoded_at - compressed_at, rendered_at - decoded_at, describe(options),
+    )
+
+
+@dataclass
+class Coded:
+    """What a reference codec made of the frames."""
+
+    extradata: int
+    packets: list[int]
+    frames: Frames
+    encode_seconds: float
+    decode_seconds: float
+
+    @property
+    def num_bytes(self) -> int:
+        return self.extradata + sum(self.packets)
+
+
+def run_reference(job: ReferenceJob, frames_path: Path, timeout: float) -> Coded:
+    """Encode and decode the frames saved (.npy) at frames_path in a fresh child process."""
+    output = frames_path.with_name(f"{frames_path.stem}.decoded.npy")
+    request = {"frames": str(frames_path), "output": str(output), **job.__dict__}
+    worker = Path(reference_codecs.__file__)  # run as a file: the package's __init__ would import torch
+    what = f"{job.series} crf {job.crf}"
+    try:
+        child = subprocess.run([sys.executable, str(worker)], input=json.dumps(request).encode(), capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"error: {what} took over {timeout:g} s: raise --codec-timeout") from None
+    if child.returncode != 0:
+        lines = child.stderr.decode(errors="replace").strip().splitlines() or [f"exit status {child.returncode}"]
+        raise SystemExit(f"error: {what} failed: {lines[-1]}")
+    result = json.loads(child.stdout)
+    frames = np.load(output)
+    output.unlink()
+    return Coded(result["extradata"], result["packets"], frames, result["encode_seconds"], result["decode_seconds"])
+
+
+def reference_point(job: ReferenceJob, frames_path: Path, source: SourceFrames, timeout: float) -> Point:
+    coded = run_reference(job, frames_path, timeout)
+    shape = VideoShape(*source.shape[:3])
+    return Point(
+        job.series, f"crf {job.crf}", coded.num_bytes, bits_per_pixel(coded.num_bytes, shape), mean_psnr(coded.frames, source),
+        coded.encode_seconds, coded.decode_seconds,
+    )
+
+
+def interpolate(points: list[tuple[float, float]], x: float) -> Optional[float]:
+    """y at x, linear between the two (x, y) points around it; None outside their range."""
+    points = sorted(points)
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (x - x0) / (x1 - x0) * (y1 - y0)
+    return next((y for px, y in points if px == x), None)  # a one-point curve
+
+
+def psnr_at_bpp(curve: list[tuple[float, float]], bpp: float) -> Optional[float]:
+    """The PSNR of a codec's (bpp, PSNR) points at `bpp`, linear in log(bpp) between the two around it;
+    None outside their range."""
+    return interpolate([(math.log(b), p) for b, p in curve if math.isfinite(p)], math.log(bpp))
+
+
+def bpp_at_psnr(curve: list[tuple[float, float]], psnr_db: float) -> Optional[float]:
+    """The inverse reading: the bpp at which the codec reaches `psnr_db`, log(bpp) linear in PSNR."""
+    log_bpp = interpolate([(p, math.log(b)) for b, p in curve if math.isfinite(p)], psnr_db)
+    return None if log_bpp is None else math.exp(log_bpp)
+
+
+# ---------------------------------------------------------------- the sweep and its checks
+
+
+def nvp_sweep(config: RateDistortionConfig) -> list[tuple[str, CodecOptions]]:
+    """(name, options) of every NVP point, checked; the same options twice count once."""
+    base = config.base
+    sweep = [("base", base)]
+    sweep += [(f"{base.image_codec} {quality}", replace(base, image_quality=quality)) for quality in config.image_qualities]
+    sweep += [(f"hash bits {bits}", replace(base, hash_bits=bits)) for bits in config.hash_bits]
+    if config.paper_codecs:
+        sweep.append(("paper's codecs", replace(base, image_codec="jpeg", image_quality=95, video_codec="x265", video_crf=21)))
+    if config.lossless:
+        sweep.append(("lossless codecs", replace(base, image_codec="png", image_quality=None, video_codec="ffv1", video_crf=None, mlp_bits=32)))
+    unique = {}
+    for name, options in sweep:
+        try:
+            unique.setdefault(options.resolved(), (name, options))
+        except ValueError as err:
+            raise SystemExit(f"error: {name}: {err}") from None
+    return list(unique.values())
+
+
+def reference_jobs(config: RateDistortionConfig) -> list[ReferenceJob]:
+    """Every reference encode, checked against the codec's crf range and this PyAV build."""
+    if not 0 <= config.svt_av1_preset <= 13:
+        raise SystemExit(f"error: --svt-av1-preset must be 0..13, got {config.svt_av1_preset}")
+    jobs = []
+    for name in config.codecs:
+        codec = reference_codecs.CODECS[name]
+        crfs = config.svt_av1_crfs if name == "svt-av1" else config.crfs
+        bad = [crf for crf in crfs if crf not in codec.crfs]
+        if bad:
+            flag = "--svt-av1-crfs" if name == "svt-av1" else "--crfs"
+            raise SystemExit(f"error: {flag} {bad[0]} is outside {name}'s {codec.crfs.start}..{codec.crfs.stop - 1}")
+        missing = [c for c in (codec.encoder, codec.decoder) if c not in av.codecs_available]
+        if missing:
+            raise SystemExit(f"error: this PyAV build (av {av.__version__}) has no {' or '.join(missing)}: leave {name} out of --codecs")
+        preset = str(config.svt_av1_preset) if name == "svt-av1" else config.preset
+        pix_fmts = [f for f in config.pix_fmts if f in codec.pix_fmts] or list(codec.pix_fmts)
+        jobs += [ReferenceJob(name, pix_fmt, crf, preset) for pix_fmt in pix_fmts for crf in crfs]
+    return jobs
+
+
+def run_labels(methods: list[str], paths: Tuple[Path, ...]) -> list[str]:
+    """Each run's method name, with its timestamp folder where two runs share a method."""
+    return [m if methods.count(m) == 1 else f"{m} ({p.parent.name})" for m, p in zip(methods, paths)]
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def anchor_series(jobs: list[ReferenceJob]) -> Optional[str]:
+    return next((job.series for job in jobs if (job.codec, job.pix_fmt) == ANCHOR), None)
+
+
+def markdown(title: str, runs: list[RunResult], references: list[Point], anchor: Optional[str]) -> str:
+    curve = [(p.bpp, p.psnr) for p in references if p.series == anchor]
+    name = anchor or f"{ANCHOR[0]} {ANCHOR[1]} (not run)"
+    lines = [
+        f"# Rate-distortion: {title}",
+        "",
+        "PSNR: mean over the frames of per-frame RGB PSNR of uint8 frames against the source frames (the runs' "
+        "frame selection). bpp: bytes x 8 / (frames x height x width), of the whole .nvp file (decoded from "
+        "those bytes, as nvp-decompress does) or of a reference codec's bitstream (packets and extradata, no "
+        f"container). SVT-AV1 codes only 4:2:0. Each NVP point is read against {name} at equal bpp (its PSNR "
+        "there and the difference, Δ) and at equal PSNR (the bpp it needs, and how many times that the .nvp "
+        "file takes), linear in log(bpp) between its two CRF points around; blank outside its CRFs' range.",
+    ]
+    for run in runs:
+        lines += [
+            "",
+            f"## {run.label} ({run.config})",
+            "",
+            f"Uncompressed field: {run.uncompressed_psnr:.2f} dB. Raw 8-bit latents (one byte per grid value, the MLP "
+            f"in float32): {run.raw_bytes:,} bytes ({bits_per_pixel(run.raw_bytes, run.shape):.3f} bpp).",
+            "",
+            "| setting | codecs | bytes | bpp | PSNR (dB) | vs uncompressed | vs raw 8-bit | "
+            f"{name}: PSNR at this bpp | Δ | bpp at this PSNR | .nvp / it | compress s | decode s | render s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        readings = [(psnr_at_bpp(curve, point.bpp), bpp_at_psnr(curve, point.psnr)) for point in run.points]
+        for point, (at_bpp, at_psnr) in zip(run.points, readings):
+            same_bpp = ["outside its range", ""] if at_bpp is None else [f"{at_bpp:.2f}", f"{point.psnr - at_bpp:+.2f} dB"]
+            same_psnr = ["outside its range", ""] if at_psnr is None else [f"{at_psnr:.4f}", f"{point.bpp / at_psnr:.1f}x"]
+            cells = [
+                point.setting, point.codecs, f"{point.num_bytes:,}", f"{point.bpp:.4f}", f"{point.psnr:.2f}",
+                f"{point.psnr - run.uncompressed_psnr:+.2f} dB", f"{run.raw_bytes / point.num_bytes:.2f}x smaller", *same_bpp, *same_psnr,
+                f"{point.encode_seconds:.1f}", f"{point.decode_seconds:.1f}", f"{point.render_seconds:.1f}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", target_line(run), "", anchor_line(run, name, curve, readings)]
+    lines += [
+        "",
+        "## Reference codecs",
+        "",
+        "| codec | setting | bytes | bpp | PSNR (dB) | encode s | decode s |",
+        "|---|---|---|---|---|---|---|",
+        *[
+            f"| {p.series} | {p.setting} | {p.num_bytes:,} | {p.bpp:.4f} | {p.psnr:.2f} | {p.encode_seconds:.2f} | {p.decode_seconds:.2f} |"
+            for p in references
+        ],
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def target_line(run: RunResult) -> str:
+    target = f"at least {TARGET_RATIO:g}x smaller than the raw 8-bit latents within {TARGET_LOSS:g} dB of the uncompressed field"
+    met = sorted(
+        (p for p in run.points if run.raw_bytes / p.num_bytes >= TARGET_RATIO and p.psnr >= run.uncompressed_psnr - TARGET_LOSS),
+        key=lambda p: p.num_bytes,
+    )
+
+    def describe_point(p: Point) -> str:
+        return f"{p.setting} ({run.raw_bytes / p.num_bytes:.2f}x, {p.psnr - run.uncompressed_psnr:+.2f} dB)"
+
+    if met:
+        return f"Target ({target}): met by {', '.join(describe_point(p) for p in met)}."
+    close = [p for p in run.points if p.psnr >= run.uncompressed_psnr - TARGET_LOSS]
+    best = f"; the smallest file within {TARGET_LOSS:g} dB: {describe_point(min(close, key=lambda p: p.num_bytes))}" if close else ""
+    return f"Target ({target}): not met{best}."
+
+
+def anchor_line(run: RunResult, name: str, curve: list[tuple[float, float]], readings: list[tuple[Optional[float], Optional[float]]]) -> str:
+    if not curve:
+        return f"{name}: no comparison."
+    low, high = min(b for b, _ in curve), max(b for b, _ in curve)
+    deltas = [point.psnr - at for point, (at, _) in zip(run.points, readings) if at is not None]
+    ratios = [point.bpp / at for point, (_, at) in zip(run.points, readings) if at is not None]
+
+    def spread(values: list[float], form: str) -> str:
+        return f"{form.format(min(values))} to {form.format(max(values))}" if len(values) > 1 else form.format(values[0])
+
+    points = f"of {len(run.points)} points"
+    same_bpp = f"is {spread(deltas, '{:+.2f}')} dB at equal bpp ({len(deltas)} {points})" if deltas else "has no point at a bpp it spans"
+    same_psnr = f"takes {spread(ratios, '{:.1f}')}x its bits at equal PSNR ({len(ratios)} {points})" if ratios else "has no point at a PSNR it spans"
+    return f"Against {name} (its CRFs: {low:.4f}-{high:.4f} bpp): {run.label} {same_bpp}, and {same_psnr}."
+
+
+def write_csv(path: Path, runs: list[RunResult], references: list[Point]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["series", "setting", "codecs", "bytes", "bpp", "psnr_db", "vs_raw_8bit", "encode_s", "decode_s", "render_s"])
+        rows = [(p, run.raw_bytes) for run in runs for p in run.points] + [(p, None) for p in references]
+        for p, raw in rows:
+            writer.writerow([
+                p.series, p.setting, p.codecs, p.num_bytes, f"{p.bpp:.6f}", f"{p.psnr:.6f}", "" if raw is None else f"{raw / p.num_bytes:.4f}",
+                f"{p.encode_seconds:.3f}", f"{p.decode_seconds:.3f}", "" if p.render_seconds is None else f"{p.render_seconds:.3f}",
+            ])
+
+
+def plot(path: Path, title: str, runs: list[RunResult], references: list[Point]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 5.5))
+    for series in dict.fromkeys(p.series for p in references):
+        points = sorted((p.bpp, p.psnr) for p in references if p.series == series and math.isfinite(p.psnr))
+        axis.plot(*zip(*points), marker=".", linestyle="--" if "yuv444p" in series else "-", label=series)
+    for run in runs:
+        points = sorted(run.points, key=lambda p: p.bpp)
+        # Markers only: the settings vary different options, so they are no curve.
+        (line,) = axis.plot([p.bpp for p in points], [p.psnr for p in points], marker="o", linestyle="none", label=f"{run.label} (.nvp)")
+        for p in points:
+            # Slanted: the settings sit close together in bpp.
+            axis.annotate(p.setting, (p.bpp, p.psnr), textcoords="offset points", xytext=(2, -4), fontsize=6, rotation=-40,
+                          rotation_mode="anchor", color=line.get_color())
+        axis.axhline(run.uncompressed_psnr, linestyle=":", color=line.get_color(), label=f"{run.label} uncompressed")
+    axis.set_xscale("log")
+    axis.set(xlabel="bits per pixel (log)", ylabel="PSNR (dB)", title=title)
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=130)
+    plt.close(figure)
+
+
+# ---------------------------------------------------------------- the command
+
+
+def main(config: RateDistortionConfig) -> tuple[list[RunResult], list[Point]]:
+    if not config.load_config:
+        raise SystemExit("error: pass --load-config RUN/config.yml (one or more trained runs)")
+    for path in config.load_config:
+        check_run(path)
+    if config.output_dir.exists() and not config.output_dir.is_dir():
+        raise SystemExit(f"error: {config.output_dir} is a file: --output-dir needs a folder")
+    sweep, jobs = nvp_sweep(config), reference_jobs(config)
+    loaded = [load_run(path) for path in config.load_config]
+    (_, info, video, _), *others = loaded
+    for path, (_, other_info, other_video, _) in zip(config.load_config[1:], others):
+        if (other_video.source, other_info.selection) != (video.source, info.selection):
+            raise SystemExit(
+                f"error: {path} was trained on {other_video.source} ({other_info.selection}) but {config.load_config[0]} on "
+                f"{video.source} ({info.selection}): nvp-rd compares runs of the same frames"
+            )
+    labels = run_labels([run_info.method for _, run_info, _, _ in loaded], config.load_config)
+    source, title = video.frames, clip_name(video)
+    CONSOLE.print(f"Rate-distortion of {', '.join(labels)} on {title}: {len(sweep)} codec settings a run, {len(jobs)} reference encodes")
+    runs, references = [], []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=CONSOLE) as progress, tempfile.TemporaryDirectory() as folder:
+        task = progress.add_task("", total=len(jobs) + len(loaded) * (1 + len(sweep)))
+        frames_path = Path(folder) / "source.npy"
+        np.save(frames_path, source.numpy())
+        for job in jobs:
+            progress.update(task, description=f"{job.series} crf {job.crf}")
+            references.append(reference_point(job, frames_path, source, config.codec_timeout))
+            progress.advance(task)
+        for label, path, (run_field, run_info, _, _) in zip(labels, config.load_config, loaded):
+            progress.update(task, description=f"{label}: uncompressed")
+            uncompressed = mean_psnr(render_video(run_field, config.chunk), source)
+            progress.advance(task)
+            points = []
+            for name, options in sweep:
+                progress.update(task, description=f"{label}: {name}")
+                try:
+                    points.append(nvp_point(label, name, run_field, run_info, options, source, config.chunk))
+                except ValueError as err:  # compress(): a field that is not its method's
+                    raise SystemExit(f"error: {path}: {err}") from None
+                progress.advance(task)
+            runs.append(RunResult(label, path, run_field.shape, uncompressed, raw_8bit_bytes(run_field), points))
+    out = config.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(title, runs, references, anchor_series(jobs))
+    (out / "rd.md").write_text(text)
+    write_csv(out / "rd.csv", runs, references)
+    plot(out / "rd.png", f"{title}: rate-distortion", runs, references)
+    Console(width=max(CONSOLE.width, 200)).print(text, markup=False, highlight=False)
+    CONSOLE.print(f"Wrote {out / 'rd.md'}, {out / 'rd.csv'} and {out / 'rd.png'}")
+    return runs, references
+
+
+def entrypoint() -> None:
+    main(tyro.cli(RateDistortionConfig))
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -253,9 +253,12 @@ def render(config: RenderConfig) -> None:
     from nvp_nerfstudio.scripts.render import FrameWriter, to_uint8
 
     video = SegmentedVideo.open(config.segments)
-    with FrameWriter(config.output, video.width, video.height, video.fps or 25.0, config.crf) as writer:
-        for _, frame in video.frames():
-            writer.write(to_uint8(frame))
+    try:
+        with FrameWriter(config.output, video.width, video.height, video.fps or 25.0, config.crf) as writer:
+            for _, frame in video.frames():
+                writer.write(to_uint8(frame))
+    except CompressedFileError as err:  # a later segment of a .nvp file fails to decode
+        raise SystemExit(f"error: {err}") from None
     CONSOLE.print(f"Wrote {writer.index} frames from {len(video.spans)} segments to {config.output}")
 
 
@@ -277,6 +280,8 @@ def evaluate(config: EvaluateConfig) -> dict:
             scores[index] = psnr(frame, torch.from_numpy(truth).float() / 255.0)
     except VideoInputError as err:
         raise SystemExit(f"error: {err}: pass the video the segments were fitted on") from None
+    except CompressedFileError as err:
+        raise SystemExit(f"error: {err}") from None
     if len(scores) != video.num_frames:
         raise SystemExit(f"error: {reference} has {len(scores)} of the segments' {video.num_frames} frames: pass the video they were fitted on")
     result = {

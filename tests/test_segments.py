@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,14 @@ def test_segments_compress_to_one_file_that_plays_and_scores_as_one_video(clip: 
     (tmp_path / "damaged.nvp").write_bytes(bytes(damaged))
     with pytest.raises(SystemExit, match="segment 2"):
         render(RenderConfig(segments=tmp_path / "damaged.nvp", output=tmp_path / "damaged.mp4"))
+    # A damaged segment inside an intact outer file fails when its turn comes, with one line too.
+    inner = bytearray(stored.sections[1].payload)
+    inner[-5] ^= 0xFF
+    sections = [*stored.sections[:1], replace(stored.sections[1], payload=bytes(inner)), *stored.sections[2:]]
+    (tmp_path / "inner.nvp").write_bytes(container.to_bytes(replace(stored, sections=sections)))
+    with pytest.raises(SystemExit, match="segment 1 is corrupt"):
+        render(RenderConfig(segments=tmp_path / "inner.nvp", output=tmp_path / "inner.mp4"))
+    assert not (tmp_path / "inner.mp4").exists()
 
 
 def test_a_failed_decode_leaves_an_existing_video_untouched(clip: Path, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -22,6 +24,13 @@ def render_frame(field: VideoField, t: float, height: int, width: int, chunk: in
     xyt = frame_coordinates(t, height, width, device)
     rgb = torch.cat([field(xyt[start : start + chunk]) for start in range(0, len(xyt), chunk)])
     return rgb.clamp(0.0, 1.0).reshape(height, width, 3)
+
+
+def field_frames(field: VideoField, chunk: int = 1 << 16) -> Iterator[Float[Tensor, "height width 3"]]:
+    """Every source frame of the field in order (frame i at t = i / (frames - 1)), at its own size."""
+    shape = field.shape
+    last = max(shape.num_frames - 1, 1)
+    return (render_frame(field, index / last, shape.height, shape.width, chunk) for index in range(shape.num_frames))
 
 
 def psnr(prediction: Tensor, target: Tensor) -> float:

@@ -190,6 +190,8 @@ class SegmentedVideo:
     spans: list[tuple[int, int]]
     """(first, last) source frame of each segment; neighbours share their boundary frame."""
     loaders: list[Callable[[], VideoField]]
+    source: Optional[str] = None
+    """The video `fit` read; a .nvp file does not name it."""
 
     @classmethod
     def open(cls, path: Path) -> "SegmentedVideo":
@@ -202,6 +204,7 @@ class SegmentedVideo:
                 FrameSelection(max_frames=manifest["max_frames"], downscale=manifest["downscale"]),
                 [(entry["first"], entry["last"]) for entry in manifest["segments"]],
                 [lambda entry=entry: load_segment(path, entry, device) for entry in manifest["segments"]],
+                manifest["source"],
             )
         try:
             stored = container.read(path)
@@ -265,7 +268,7 @@ def render(config: RenderConfig) -> None:
 def evaluate(config: EvaluateConfig) -> dict:
     """Mean per-frame PSNR against the source, over all frames, at segment boundaries and elsewhere."""
     video = SegmentedVideo.open(config.segments)
-    reference = config.reference or (read_manifest(config.segments)["source"] if config.segments.is_dir() else None)
+    reference = config.reference or video.source
     if reference is None:
         raise SystemExit(f"error: {config.segments} does not name its source video: pass --reference VIDEO")
     near_boundary = {i + d for i in video.boundaries for d in (-1, 0, 1)}

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,17 @@ def evaluate(config: Path, output: Path, cwd: Path) -> dict:
     return json.loads(output.read_text())["results"]
 
 
+def mean_psnr_against_source(frames_dir: Path) -> float:
+    """Mean per-frame PSNR of a PNG folder against the 24 source frames the run trained on."""
+    from nvp_nerfstudio.data.video import FrameSelection, load_video
+    from nvp_nerfstudio.render import psnr
+
+    source = load_video("sample:carphone", FrameSelection(max_frames=24)).frames.float() / 255
+    frames = load_video(frames_dir).frames.float() / 255
+    assert frames.shape == source.shape
+    return sum(psnr(f, s) for f, s in zip(frames, source)) / len(source)
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("run")
@@ -41,6 +53,26 @@ def trained_run(tmp_path_factory) -> Path:
     assert result.returncode == 0, result.stderr[-3000:]
     (config,) = root.glob("outputs/carphone/nvp/*/config.yml")
     return config
+
+
+@dataclass
+class CompressedRun:
+    file: Path
+    frames_dir: Path
+    compress_stdout: str
+    decompress_stdout: str
+
+
+@pytest.fixture(scope="module")
+def compressed_run(trained_run: Path) -> CompressedRun:
+    """The run through nvp-compress (default codecs) and nvp-decompress to PNG frames, scored against the source."""
+    run_dir = trained_run.parent
+    compressed, frames_dir = run_dir / "clip.nvp", run_dir / "decompressed"
+    compressing = run("nvp-compress", "--load-config", str(trained_run), "-o", str(compressed), cwd=run_dir)
+    assert compressing.returncode == 0, compressing.stderr[-3000:]
+    decompressing = run("nvp-decompress", str(compressed), "-o", str(frames_dir), "--reference", "sample:carphone", cwd=run_dir)
+    assert decompressing.returncode == 0, decompressing.stderr[-3000:]
+    return CompressedRun(compressed, frames_dir, " ".join(compressing.stdout.split()), " ".join(decompressing.stdout.split()))
 
 
 def test_train_then_eval_reaches_psnr_floor(trained_run: Path) -> None:
@@ -89,14 +121,7 @@ def test_render_png_matches_eval_psnr(trained_run: Path) -> None:
     result = run("nvp-render", "--load-config", str(trained_run), "--output", str(frames_dir), cwd=run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Decode speed" in result.stdout
-    from nvp_nerfstudio.data.video import FrameSelection, load_video
-    from nvp_nerfstudio.render import psnr
-
-    source = load_video("sample:carphone", FrameSelection(max_frames=24)).frames.float() / 255
-    rendered = load_video(frames_dir).frames.float() / 255
-    assert rendered.shape == source.shape
-    mean_psnr = sum(psnr(r, s) for r, s in zip(rendered, source)) / len(source)
-    assert abs(mean_psnr - evaluated) < 0.1
+    assert abs(mean_psnr_against_source(frames_dir) - evaluated) < 0.1
 
 
 def test_render_mp4_interpolated_and_resized(trained_run: Path) -> None:
@@ -125,33 +150,24 @@ def test_render_side_by_side_refuses_interpolated_frames(trained_run: Path) -> N
     assert result.returncode != 0 and "side-by-side needs" in result.stderr.strip().splitlines()[-1]
 
 
-def test_compress_then_decompress_scores_close_to_eval(trained_run: Path) -> None:
+def test_compress_then_decompress_scores_close_to_eval(trained_run: Path, compressed_run: CompressedRun) -> None:
     import re
 
     run_dir = trained_run.parent
     evaluated = evaluate(trained_run, run_dir / "compress_eval.json", run_dir)["psnr"]
-    compressed = run_dir / "clip.nvp"
-    result = run("nvp-compress", "--load-config", str(trained_run), "-o", str(compressed), cwd=run_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"{compressed.stat().st_size:,} bytes" in " ".join(result.stdout.split())  # the reported size is the file's
-    frames_dir = run_dir / "decompressed"
-    result = run("nvp-decompress", str(compressed), "-o", str(frames_dir), "--reference", "sample:carphone", cwd=run_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert len(list(frames_dir.glob("*.png"))) == 24  # the stored frame selection: 24 frames, as trained
-    decoded_psnr = float(re.search(r"PSNR ([\d.]+) dB", " ".join(result.stdout.split())).group(1))
+    assert f"{compressed_run.file.stat().st_size:,} bytes" in compressed_run.compress_stdout  # the reported size is the file's
+    assert len(list(compressed_run.frames_dir.glob("*.png"))) == 24  # the stored frame selection: 24 frames, as trained
+    decoded_psnr = float(re.search(r"PSNR ([\d.]+) dB", compressed_run.decompress_stdout).group(1))
     assert evaluated - 1.5 < decoded_psnr < evaluated + 0.1
     damaged = run_dir / "damaged.nvp"
-    damaged.write_bytes(compressed.read_bytes()[:-100])
+    damaged.write_bytes(compressed_run.file.read_bytes()[:-100])
     result = run("nvp-decompress", str(damaged), "-o", str(run_dir / "damaged.mp4"), cwd=run_dir)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "is corrupt: section 'other tensors' is truncated" in result.stderr.strip().splitlines()[-1]
 
 
-def test_rd_point_is_what_decompress_gives(trained_run: Path) -> None:
+def test_rd_point_is_what_decompress_gives(trained_run: Path, compressed_run: CompressedRun) -> None:
     import csv
-
-    from nvp_nerfstudio.data.video import FrameSelection, load_video
-    from nvp_nerfstudio.render import psnr
 
     run_dir = trained_run.parent
     out = run_dir / "rd"
@@ -166,14 +182,6 @@ def test_rd_point_is_what_decompress_gives(trained_run: Path) -> None:
         ("nvp", "base"), ("nvp", "hash bits 8"), ("x264 medium yuv420p", "crf 23"), ("x264 medium yuv420p", "crf 33"),
     ]
     # The base point is nvp-compress's default file, scored as nvp-decompress's PNG frames.
-    compressed, frames_dir = run_dir / "rd.nvp", run_dir / "rd_frames"
-    result = run("nvp-compress", "--load-config", str(trained_run), "-o", str(compressed), cwd=run_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    result = run("nvp-decompress", str(compressed), "-o", str(frames_dir), cwd=run_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    source = load_video("sample:carphone", FrameSelection(max_frames=24)).frames.float() / 255
-    decoded = load_video(frames_dir).frames.float() / 255
-    decoded_psnr = sum(psnr(d, s) for d, s in zip(decoded, source)) / len(source)
-    assert int(rows[0]["bytes"]) == compressed.stat().st_size
-    assert abs(float(rows[0]["psnr_db"]) - decoded_psnr) < 0.01
+    assert int(rows[0]["bytes"]) == compressed_run.file.stat().st_size
+    assert abs(float(rows[0]["psnr_db"]) - mean_psnr_against_source(compressed_run.frames_dir)) < 0.01
     assert "x264 medium yuv420p" in (out / "rd.md").read_text()

@@ -23,7 +23,7 @@ from nvp_nerfstudio.compression.container import CompressedFileError, Container
 from nvp_nerfstudio.compression.field_codec import decode
 from nvp_nerfstudio.data.video import FrameSelection, VideoInputError, open_frames
 from nvp_nerfstudio.fields.base import VideoShape
-from nvp_nerfstudio.render import psnr, render_frame
+from nvp_nerfstudio.render import field_frames, psnr
 from nvp_nerfstudio.scripts.render import FrameWriter, to_uint8
 from nvp_nerfstudio.segments import SegmentedVideo
 
@@ -52,10 +52,7 @@ def decoded_frames(stored: Container, source: str, chunk: int) -> tuple[Iterator
         frames = (frame for _, frame in video.frames())
         return frames, VideoShape(video.num_frames, video.height, video.width), video.fps, video.selection, f"{len(video.spans)} segments"
     field, info = decode(stored, source)
-    shape = field.shape
-    last = max(shape.num_frames - 1, 1)
-    frames = (render_frame(field, index / last, shape.height, shape.width, chunk) for index in range(shape.num_frames))
-    return frames, shape, info.fps, info.selection, f"the {info.method} field"
+    return field_frames(field, chunk), field.shape, info.fps, info.selection, f"the {info.method} field"
 
 
 def main(config: DecompressConfig) -> None:

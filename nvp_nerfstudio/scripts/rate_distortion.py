@@ -36,7 +36,7 @@ from nvp_nerfstudio.compare import clip_name
 from nvp_nerfstudio.compression import container, reference_codecs
 from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, compress, decode, raw_8bit_bytes
 from nvp_nerfstudio.fields.base import VideoField, VideoShape
-from nvp_nerfstudio.render import psnr, render_frame
+from nvp_nerfstudio.render import field_frames, psnr
 from nvp_nerfstudio.scripts.compress import bits_per_pixel, check_run, load_run
 from nvp_nerfstudio.scripts.render import to_uint8
 
@@ -134,9 +134,7 @@ def mean_psnr(frames: Frames, source: SourceFrames) -> float:
 
 def render_video(field: VideoField, chunk: int) -> Frames:
     """Every frame of the field, rounded to uint8 as a decoded video is."""
-    shape = field.shape
-    last = max(shape.num_frames - 1, 1)
-    return np.stack([to_uint8(render_frame(field, i / last, shape.height, shape.width, chunk)) for i in range(shape.num_frames)])
+    return np.stack([to_uint8(frame) for frame in field_frames(field, chunk)])
 
 
 def describe(options: CodecOptions) -> str:

@@ -47,8 +47,8 @@ class BenchConfig:
     on a CPU, 2^18-2^21 on CUDA."""
     throughput_steps: int = 3
     """Timed steps per batch size, after one warm-up step."""
-    grid_backend: Literal["auto", "torch", "triton", "tcnn"] = "auto"
-    """Backend of every grid encoding of the field (auto: tcnn, else Triton on CUDA; torch on a CPU)."""
+    grid_backend: Literal["auto", "torch", "numba", "triton", "tcnn"] = "auto"
+    """Backend of every grid encoding of the field (auto: tcnn, else Triton on CUDA; numba on a CPU)."""
     tf32: bool = False
     """Let CUDA matrix products use TF32 tensor cores (the MLPs; the paper trains in full fp32)."""
     mlp_precision: Literal["auto", "float32", "bfloat16"] = "auto"

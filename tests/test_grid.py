@@ -4,6 +4,8 @@ import math
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +156,46 @@ def test_triton_backend_matches_torch(grid_type: str, finest: tuple, features: i
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+NUMBA_CASES = [("hash", (64, 40, 200), 2), ("dense", (120, 60), 4), ("dense", (9, 7, 5), 2), ("hash", (300, 200), 1)]
+
+
+@pytest.mark.parametrize("grid_type,finest,features", NUMBA_CASES)
+def test_numba_backend_matches_torch(grid_type: str, finest: tuple, features: int) -> None:
+    torch.manual_seed(0)
+    config = GridEncodingConfig(grid_type=grid_type, num_levels=6, features_per_level=features, log2_hashmap_size=10, base_resolution=4, init_scale=1.0)
+    reference = replace(config, backend="torch").setup(finest_resolution=finest)
+    kernels = replace(config, backend="numba").setup(finest_resolution=finest)
+    kernels.load_state_dict(reference.state_dict())
+    points = torch.rand(2000, len(finest))
+    # The edges, where dense indices wrap, and points outside the unit cube (negative vertices, floor modulo).
+    points[:4] = torch.tensor([[0.0], [1.0], [-0.3], [1.4]])
+    upstream = torch.randn(len(points), reference.output_dim)
+    for grid in (reference, kernels):
+        (grid(points) * upstream).sum().backward()
+    torch.testing.assert_close(kernels(points), reference(points), rtol=1e-4, atol=1e-4)  # another summation order
+    torch.testing.assert_close(kernels.params.grad, reference.params.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_picks_numba_for_2d_and_3d_grids_and_torch_otherwise() -> None:
+    config = GridEncodingConfig(num_levels=2, base_resolution=4)
+    for dims, expected in ((1, "torch"), (2, "numba"), (3, "numba"), (4, "torch")):
+        grid = config.setup(finest_resolution=(8,) * dims)
+        assert grid.backend_for(torch.rand(3, dims)) == expected
+    with pytest.raises(ValueError, match="2 or 3 dimensions"):
+        replace(config, backend="numba").setup(finest_resolution=(8,))(torch.rand(3, 1))
+
+
+def test_numba_grid_from_two_threads_at_once() -> None:
+    """The viewer renders on its own thread while training runs: concurrent calls must not crash or mix."""
+    grid = GridEncodingConfig(num_levels=4, base_resolution=4, init_scale=1.0, backend="numba").setup(finest_resolution=(30, 20, 10))
+    inputs = [torch.rand(20000, 3) for _ in range(4)]
+    expected = [grid(points) for points in inputs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(grid, inputs))
+    for result, serial in zip(results, expected):
+        torch.testing.assert_close(result, serial, rtol=0, atol=0)
+
+
 def nvp_field(backend: str = "auto"):
     config = NVPFieldConfig()
     config.keyframes.backend = config.positional.backend = backend
@@ -203,3 +245,15 @@ def test_per_frame_grid_reads_3x3_cells_and_blends_frames() -> None:
     corner = grid(torch.tensor([[1.0, 1.0, 1.0]]))[0]  # clamped at the border; t = 1 is the last frame, no 0/0
     assert corner.max() == 35 and torch.isfinite(corner).all()
     assert grid.output_dim == 9
+
+
+def test_nvp_field_traces_as_one_graph_with_its_grid_kernels() -> None:
+    """The numba grids are torch operators: torch.compile keeps the whole field in one graph, same numbers."""
+    field = nvp_field()
+    xyt = torch.rand(256, 3)
+    assert torch._dynamo.explain(field.forward)(xyt).graph_break_count == 0
+    compiled = torch.compile(field.forward, backend="aot_eager", dynamic=False)
+    rgb = compiled(xyt)
+    rgb.sum().backward()
+    torch.testing.assert_close(rgb, field(xyt))
+    assert field.keyframes["xy"].params.grad.abs().sum() > 0 and field.positional.params.grad.abs().sum() > 0

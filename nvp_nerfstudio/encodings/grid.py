@@ -1,12 +1,13 @@
 """Multi-resolution grid encoding (hashed or dense) with tiny-cuda-nn's exact indexing.
 
 One parameter vector in tiny-cuda-nn's layout (levels one after another, each `entries x features`)
-serves two backends: tiny-cuda-nn when it is importable and the input is on CUDA, and a pure-torch
-path everywhere else. The torch path repeats tiny-cuda-nn's level scales, +0.5 offset, dense
-indexing with wrap-around, coherent prime hash and per-level table sizes, so a checkpoint gives the
-same features on either backend.
+serves every backend: tiny-cuda-nn when it is importable and the input is on CUDA, fused Triton
+kernels on CUDA without it (`triton_grid`), numba kernels on a CPU (`cpu_grid`), and the pure-torch
+path, the reference the others are tested against. The torch path repeats tiny-cuda-nn's level scales,
++0.5 offset, dense indexing with wrap-around, coherent prime hash and per-level table sizes, so a
+checkpoint gives the same features on any backend.
 
-Core module: imports only torch and numpy (tinycudann lazily).
+Core module: imports only torch and numpy (numba, triton and tinycudann lazily).
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ class GridEncodingConfig(InstantiateConfig):
     """Vertices per axis of the coarsest level (along the longest axis)."""
     init_scale: float = 1e-4
     """Features start uniform in [-init_scale, init_scale], as tiny-cuda-nn and the NVP paper do."""
-    backend: Literal["auto", "torch", "triton", "tcnn"] = "auto"
-    """`auto`: on CUDA tiny-cuda-nn when it is importable, else the fused Triton kernels; torch on a CPU."""
+    backend: Literal["auto", "torch", "numba", "triton", "tcnn"] = "auto"
+    """`auto`: on CUDA tiny-cuda-nn when it is importable, else the fused Triton kernels; on a CPU the numba
+    kernels for 2D and 3D grids, else torch."""
 
 
 @dataclass(frozen=True)
@@ -157,11 +159,15 @@ class GridEncoding(nn.Module):
         """The backend that computes this input's features."""
         backend = self.config.backend
         if backend == "tcnn" and not x.is_cuda:
-            raise RuntimeError("the tcnn grid backend needs CUDA tensors; use backend 'torch' on CPU")
+            raise RuntimeError("the tcnn grid backend needs CUDA tensors; use backend 'numba' or 'torch' on CPU")
+        if backend == "numba" and x.is_cuda:
+            raise RuntimeError("the numba grid backend runs on the CPU; use backend 'triton' or 'tcnn' on CUDA")
         if backend != "auto":
             return backend
         if not x.is_cuda:
-            return "torch"
+            from nvp_nerfstudio.encodings.cpu_grid import SUPPORTED_DIMS
+
+            return "numba" if x.shape[-1] in SUPPORTED_DIMS else "torch"
         return "tcnn" if tcnn_module() is not None else "triton" if triton_available() else "torch"
 
     def forward(self, x: Float[Tensor, "*batch dims"]) -> Float[Tensor, "*batch out"]:
@@ -172,6 +178,10 @@ class GridEncoding(nn.Module):
             features = self._tcnn_forward(scaled)
         elif backend == "triton":
             from nvp_nerfstudio.encodings.triton_grid import grid_forward
+
+            features = grid_forward(self, scaled)
+        elif backend == "numba":
+            from nvp_nerfstudio.encodings.cpu_grid import grid_forward
 
             features = grid_forward(self, scaled)
         else:

@@ -145,27 +145,29 @@ def _(x, table, scales, resolutions, sizes, offsets, hashed, primes):
 
 @torch.library.custom_op("nvp::grid_features_backward", mutates_args=())
 def grid_features_backward(
-    x: Tensor, grad_out: Tensor, table: Tensor, scales: Tensor, resolutions: Tensor, sizes: Tensor, offsets: Tensor, hashed: Tensor, primes: Tensor
+    x: Tensor, grad_out: Tensor, rows: int, scales: Tensor, resolutions: Tensor, sizes: Tensor, offsets: Tensor, hashed: Tensor, primes: Tensor
 ) -> Tensor:
-    """The gradient of grid_features with respect to the table (`table` gives only its shape)."""
-    grad_table = torch.zeros_like(table)
+    """The gradient of grid_features with respect to its table of `rows` entries."""
+    grad_table = grad_out.new_zeros(rows, grad_out.shape[1] // scales.shape[0])
     _run(x, grad_table, grad_out.contiguous(), [scales, resolutions, sizes, offsets, hashed, primes], scatter=True)
     return grad_table
 
 
 @grid_features_backward.register_fake
-def _(x, grad_out, table, scales, resolutions, sizes, offsets, hashed, primes):
-    return torch.empty_like(table)
+def _(x, grad_out, rows, scales, resolutions, sizes, offsets, hashed, primes):
+    return grad_out.new_empty(rows, grad_out.shape[1] // scales.shape[0])
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    ctx.save_for_backward(*inputs)
+    x, table, *levels = inputs
+    ctx.save_for_backward(x, *levels)
+    ctx.rows = table.shape[0]
 
 
 def _backward(ctx, grad_out: Tensor):
-    x, table, *levels = ctx.saved_tensors
+    x, *levels = ctx.saved_tensors
     # Coordinates get no gradient (pixel positions), nor do the level tables.
-    return None, grid_features_backward(x, grad_out, table, *levels), None, None, None, None, None, None
+    return None, grid_features_backward(x, grad_out, ctx.rows, *levels), None, None, None, None, None, None
 
 
 grid_features.register_autograd(_backward, setup_context=_setup_context)

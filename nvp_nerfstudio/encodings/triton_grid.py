@@ -64,8 +64,15 @@ def _corner_index_and_weight(
 
 
 @triton.jit
-def _program_setup(scales_ptr, strides_ptr, sizes_ptr, offsets_ptr, hashed_ptr, level, n, features: tl.constexpr, block: tl.constexpr):
-    """This program's block of points, their mask, the feature lane, and its level's geometry."""
+def _grid_kernel(
+    x_ptr, table_ptr, values_ptr, scales_ptr, strides_ptr, sizes_ptr, offsets_ptr, hashed_ptr, n,
+    p1, p2, p3,
+    dims: tl.constexpr, features: tl.constexpr, levels: tl.constexpr, block: tl.constexpr, scatter: tl.constexpr,
+):
+    """One level (program axis 1) for a block of points. scatter False: values = the table interpolated
+    (forward); scatter True: table += corner weights x values, with atomics (backward: `table` is the
+    gradient, `values` grad_out)."""
+    level = tl.program_id(1)
     point = tl.program_id(0) * block + tl.arange(0, block)
     mask = point < n
     feature = tl.arange(0, features)[None, :]
@@ -74,55 +81,32 @@ def _program_setup(scales_ptr, strides_ptr, sizes_ptr, offsets_ptr, hashed_ptr, 
     size = tl.load(sizes_ptr + level)
     offset = tl.load(offsets_ptr + level)
     hashed = tl.load(hashed_ptr + level)
-    return point, mask, feature, level_scale, resolution, size, offset, hashed
-
-
-@triton.jit
-def _grid_forward(
-    x_ptr, table_ptr, out_ptr, scales_ptr, strides_ptr, sizes_ptr, offsets_ptr, hashed_ptr, n,
-    p1, p2, p3,
-    dims: tl.constexpr, features: tl.constexpr, levels: tl.constexpr, block: tl.constexpr,
-):
-    level = tl.program_id(1)
-    point, mask, feature, level_scale, resolution, size, offset, hashed = _program_setup(
-        scales_ptr, strides_ptr, sizes_ptr, offsets_ptr, hashed_ptr, level, n, features, block
-    )
-    acc = tl.zeros([block, features], dtype=tl.float32)
+    values_at = values_ptr + point[:, None] * (levels * features) + level * features + feature
+    if scatter:
+        grad = tl.load(values_at, mask=mask[:, None], other=0.0)
+    else:
+        acc = tl.zeros([block, features], dtype=tl.float32)
     for corner in tl.static_range(1 << dims):
         index, weight = _corner_index_and_weight(
             x_ptr, level_scale, resolution, size, offset, hashed, point, mask, corner, p1, p2, p3, dims
         )
-        values = tl.load(table_ptr + index[:, None] * features + feature, mask=mask[:, None], other=0.0)
-        acc += weight[:, None] * values
-    tl.store(out_ptr + point[:, None] * (levels * features) + level * features + feature, acc, mask=mask[:, None])
+        rows = table_ptr + index[:, None] * features + feature
+        if scatter:
+            tl.atomic_add(rows, weight[:, None] * grad, mask=mask[:, None])
+        else:
+            acc += weight[:, None] * tl.load(rows, mask=mask[:, None], other=0.0)
+    if not scatter:
+        tl.store(values_at, acc, mask=mask[:, None])
 
 
-@triton.jit
-def _grid_backward(
-    x_ptr, grad_out_ptr, grad_table_ptr, scales_ptr, strides_ptr, sizes_ptr, offsets_ptr, hashed_ptr, n,
-    p1, p2, p3,
-    dims: tl.constexpr, features: tl.constexpr, levels: tl.constexpr, block: tl.constexpr,
-):
-    level = tl.program_id(1)
-    point, mask, feature, level_scale, resolution, size, offset, hashed = _program_setup(
-        scales_ptr, strides_ptr, sizes_ptr, offsets_ptr, hashed_ptr, level, n, features, block
-    )
-    grad = tl.load(grad_out_ptr + point[:, None] * (levels * features) + level * features + feature, mask=mask[:, None], other=0.0)
-    for corner in tl.static_range(1 << dims):
-        index, weight = _corner_index_and_weight(
-            x_ptr, level_scale, resolution, size, offset, hashed, point, mask, corner, p1, p2, p3, dims
-        )
-        tl.atomic_add(grad_table_ptr + index[:, None] * features + feature, weight[:, None] * grad, mask=mask[:, None])
-
-
-def _launch(kernel, x: Tensor, tensor: Tensor, target: Tensor, encoding) -> None:
+def _launch(x: Tensor, table: Tensor, values: Tensor, encoding, scatter: bool) -> None:
     n, dims = x.shape
     levels = encoding.config.num_levels
     primes = [p & UINT32_MASK for p in HASH_PRIMES[1:4]]
-    kernel[(triton.cdiv(n, BLOCK), levels)](
-        x, tensor, target, encoding.scales, encoding.resolutions, encoding.level_sizes, encoding.offsets,
+    _grid_kernel[(triton.cdiv(n, BLOCK), levels)](
+        x, table, values, encoding.scales, encoding.resolutions, encoding.level_sizes, encoding.offsets,
         encoding.hashed, n, *primes,
-        dims=dims, features=encoding.config.features_per_level, levels=levels, block=BLOCK,
+        dims=dims, features=encoding.config.features_per_level, levels=levels, block=BLOCK, scatter=scatter,
     )
 
 
@@ -130,7 +114,7 @@ class _GridFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, params: Tensor, encoding) -> Tensor:
         out = torch.empty(x.shape[0], encoding.output_dim, device=x.device, dtype=torch.float32)
-        _launch(_grid_forward, x, params, out, encoding)
+        _launch(x, params, out, encoding, scatter=False)
         ctx.save_for_backward(x)
         ctx.encoding = encoding
         ctx.num_params = params.numel()
@@ -140,7 +124,7 @@ class _GridFunction(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         (x,) = ctx.saved_tensors
         grad_params = torch.zeros(ctx.num_params, device=x.device, dtype=torch.float32)
-        _launch(_grid_backward, x, grad_out.contiguous().float(), grad_params, ctx.encoding)
+        _launch(x, grad_params, grad_out.contiguous().float(), ctx.encoding, scatter=True)
         return None, grad_params, None  # coordinates get no gradient: they are pixel positions
 
 

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/install.sh
 export PYTHONWARNINGS=ignore  # nerfstudio 1.1.5 on a recent torch prints pages of deprecation warnings
 output="${NVP_OUTPUT:-outputs}"
-steps="${NVP_STEPS:-1200}"
+steps="${NVP_STEPS:-2400}"
 "$VENV/bin/ns-train" nvp --data sample:bikes --vis tensorboard --output-dir "$output" \
     --max-num-iterations "$steps" --pipeline.datamanager.dataparser.downscale 2
 run_dir=$(ls -td "$output"/bikes/nvp/*/ | head -n 1)

@@ -48,6 +48,12 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+@lru_cache(maxsize=1)
+def numba_available() -> bool:
+    """numba is a dependency of the package; a core-only install (a GPU machine) may lack it."""
+    return importlib.util.find_spec("numba") is not None
+
+
 @dataclass
 class GridEncodingConfig(InstantiateConfig):
     """A multi-resolution grid; its finest resolution per axis is given at setup, from the video."""
@@ -165,6 +171,8 @@ class GridEncoding(nn.Module):
         if backend != "auto":
             return backend
         if not x.is_cuda:
+            if not numba_available():
+                return "torch"
             from nvp_nerfstudio.encodings.cpu_grid import SUPPORTED_DIMS
 
             return "numba" if x.shape[-1] in SUPPORTED_DIMS else "torch"

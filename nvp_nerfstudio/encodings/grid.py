@@ -48,10 +48,9 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-@lru_cache(maxsize=1)
-def numba_available() -> bool:
-    """numba is a dependency of the package; a core-only install (a GPU machine) may lack it."""
-    return importlib.util.find_spec("numba") is not None
+# numba is a dependency of the package, but a core-only install (a GPU machine) may lack it. A constant,
+# not a cached function: torch.compile reads constants, and would trace through a cache wrapper.
+NUMBA_INSTALLED = importlib.util.find_spec("numba") is not None
 
 
 @dataclass
@@ -171,7 +170,7 @@ class GridEncoding(nn.Module):
         if backend != "auto":
             return backend
         if not x.is_cuda:
-            if not numba_available():
+            if not NUMBA_INSTALLED:
                 return "torch"
             from nvp_nerfstudio.encodings.cpu_grid import SUPPORTED_DIMS
 

@@ -5,6 +5,12 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV="${NVP_VENV:-.venv}"
 if [ ! -x "$VENV/bin/python" ]; then
+    # torch's CUDA build makes the environment about 8 GiB: say so now rather than fail midway in pip.
+    free_gib=$(( $(df -Pk . | awk 'NR == 2 {print $4}') / 1024 / 1024 ))
+    if [ "$free_gib" -lt 9 ]; then
+        echo "error: ${free_gib} GiB free on this disk; the virtual environment needs about 9 GiB: free some space and run again" >&2
+        exit 1
+    fi
     "${PYTHON:-python3}" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip

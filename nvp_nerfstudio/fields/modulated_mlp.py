@@ -62,10 +62,14 @@ class ModulatedSiren(nn.Module):
         hidden = torch.sin(omegas[0] * synthesis[0](t))
         with torch.autocast(t.device.type, torch.bfloat16, enabled=self.uses_bfloat16(t.device.type)):
             modulation = self.activation(self.modulator[0](latent))
+            latent = latent.to(modulation.dtype)  # cast once for every layer (autocast would cast it per layer)
             hidden = hidden * modulation
             for layer in range(1, len(synthesis)):
-                modulation = self.activation(self.modulator[layer](torch.cat([modulation, latent.to(modulation.dtype)], dim=-1)))
-                hidden = torch.sin(omegas[layer] * synthesis[layer](hidden)) * modulation
+                modulation = self.activation(self.modulator[layer](torch.cat([modulation, latent], dim=-1)))
+                pre_activation = synthesis[layer](hidden)
+                if omegas[layer] != 1.0:  # the paper's hidden layers have omega 1: skip a product that changes nothing
+                    pre_activation = omegas[layer] * pre_activation
+                hidden = torch.sin(pre_activation) * modulation
         return self.synthesis.head(hidden.float())
 
     def uses_bfloat16(self, device_type: str) -> bool:

@@ -54,8 +54,9 @@ class BenchConfig:
     mlp_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """Arithmetic of NVP's modulated SIREN (see ModulatedSirenConfig.precision); other fields ignore it."""
     compile: bool = False
-    """Run the field through torch.compile: all of it where its grids run in torch (the step breakdown then
-    times the compiled forward as one), else its grid-free parts (the MLP)."""
+    """Run the field through torch.compile: all of it on a CPU or with the torch grid path (the numba kernels
+    are torch operators; the step breakdown then times the compiled forward as one), else, with the Triton
+    or tcnn kernels that Inductor cannot trace, its grid-free parts (the MLP)."""
     decode_size: Optional[Tuple[int, int]] = None
     """Width and height at which full-frame decoding speed is measured; None: the clip's own."""
     decode_frames: int = 20

@@ -185,7 +185,7 @@ def test_cpu_picks_numba_for_2d_and_3d_grids_and_torch_otherwise() -> None:
         replace(config, backend="numba").setup(finest_resolution=(8,))(torch.rand(3, 1))
 
 
-def test_numba_grid_from_two_threads_at_once() -> None:
+def test_numba_grid_from_several_threads_at_once() -> None:
     """The viewer renders on its own thread while training runs: concurrent calls must not crash or mix."""
     grid = GridEncodingConfig(num_levels=4, base_resolution=4, init_scale=1.0, backend="numba").setup(finest_resolution=(30, 20, 10))
     inputs = [torch.rand(20000, 3) for _ in range(4)]

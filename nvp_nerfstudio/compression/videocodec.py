@@ -1,8 +1,8 @@
 """Grayscale video codecs through PyAV, for the dense levels of 3D grids (t-slices as frames).
 
-Run as a program in a child process (`videos.py` does that): PyAV 18.1's libx265 corrupts the heap
-when it runs in a process after other encoders, so no encoder or decoder runs in the caller's
-process. The child reads jobs from stdin and writes results to stdout:
+Run as a program in a child process (`videos.py` does that), so that a codec library that crashes
+cannot take the caller's process (and its unsaved work) with it. The child reads jobs from stdin and
+writes results to stdout:
 
     u32 JSON length | JSON {"op": "encode" | "decode", "jobs": [{..., "lengths": [...]}]} | blobs
 
@@ -39,17 +39,18 @@ class VideoCodec:
     minimum: int = 1
     """... and to at least this."""
     lossless: bool = False
-    isolated: bool = False
-    """Needs a fresh process for every encode (see videos.py)."""
 
 
 VIDEO_CODECS = {
-    # The paper's codec: HEVC at crf 21 without B-frames. frame-threads=1 keeps the output identical
-    # on any machine (frame parallelism changes decisions); info=0 drops a 1.5 kB settings SEI.
-    # x265 needs sizes in multiples of 8 of at least 16 (an odd height corrupts its heap).
+    # The paper's codec, HEVC at crf 21, but every frame intra-coded (keyint=1): on frames as small as
+    # grid levels, libx265's inter coding (3.5 to 4.2, as PyAV bundles it) writes past its cu-tree
+    # arrays and decides on uninitialised memory (valgrind), so its output changed from run to run and
+    # it sometimes crashed. Intra-only is deterministic in any process. frame-threads=1 keeps the
+    # output identical on any machine; info=0 drops a 1.5 kB settings SEI. x265 needs sizes in
+    # multiples of 8 of at least 16 (an odd height corrupts its heap).
     "x265": VideoCodec(
         "libx265", "hevc", "gray", 21, range(0, 52),
-        {"preset": "medium", "x265-params": "bframes=0:info=0:log-level=none:frame-threads=1"}, 8, 16, isolated=True,
+        {"preset": "medium", "x265-params": "keyint=1:info=0:log-level=none:frame-threads=1"}, 8, 16,
     ),
     # SVT-AV1 codes only 4:2:0: the values go in Y, chroma is neutral. At 4x4 and a low crf it fails (ENOMEM).
     "svt-av1": VideoCodec("libsvtav1", "libdav1d", "yuv420p", 30, range(1, 64), {"preset": "8"}, 2, 8),

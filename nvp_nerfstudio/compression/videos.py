@@ -1,9 +1,4 @@
-"""Encode and decode grayscale videos in child processes (see videocodec.py for why).
-
-Every x265 encode gets a fresh child: libx265's output depends on what ran before it in the process
-(a second identical encode in one process gives other bytes), while its first encode in a process
-is reproducible. The other encoders share one child, and one child decodes everything. The
-children run in parallel.
+"""Encode and decode grayscale videos in a child process (see videocodec.py for why).
 
 Core module: standard library and numpy.
 """
@@ -11,10 +6,8 @@ Core module: standard library and numpy.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,20 +30,8 @@ class VideoJob:
 
 def encode_videos(jobs: list[VideoJob], videos: list[np.ndarray]) -> list[bytes]:
     """Each uint8 [frames, height, width] video as one stream: extradata and packets, with their sizes."""
-    isolated = [i for i, job in enumerate(jobs) if videocodec.VIDEO_CODECS[job.codec].isolated]
-    shared = [i for i, job in enumerate(jobs) if not videocodec.VIDEO_CODECS[job.codec].isolated]
-    batches = [[i] for i in isolated] + ([shared] if shared else [])
-
-    def encode_batch(batch: list[int]) -> list[bytes]:
-        raw = [[np.ascontiguousarray(videos[i], dtype=np.uint8).tobytes()] for i in batch]
-        return [pack_list(blobs) for blobs in _run("encode", [jobs[i] for i in batch], raw)]
-
-    streams: list[bytes] = [b""] * len(jobs)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for batch, coded in zip(batches, pool.map(encode_batch, batches)):
-            for i, stream in zip(batch, coded):
-                streams[i] = stream
-    return streams
+    raw = [[np.ascontiguousarray(video, dtype=np.uint8).tobytes()] for video in videos]
+    return [pack_list(blobs) for blobs in _run("encode", jobs, raw)]
 
 
 def decode_videos(jobs: list[VideoJob], streams: list[bytes]) -> list[np.ndarray | CodecError]:

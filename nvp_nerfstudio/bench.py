@@ -22,7 +22,7 @@ import tyro
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from method_configs.fields import METHODS
+from method_configs.fields import ADAM_BETAS, ADAM_EPS, METHODS
 from nvp_nerfstudio.data.sampler import FramePixelSampler
 from nvp_nerfstudio.data.video import FrameSelection, VideoFrames, load_video
 from nvp_nerfstudio.encodings.grid import GridEncoding, GridEncodingConfig
@@ -148,7 +148,9 @@ def initial_lr(config: BenchConfig) -> float:
 
 
 def optimizer_for(field_module: VideoField, config: BenchConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(field_module.parameters(), lr=initial_lr(config), weight_decay=config.weight_decay, fused=True)
+    return torch.optim.AdamW(
+        field_module.parameters(), initial_lr(config), ADAM_BETAS, ADAM_EPS, config.weight_decay, fused=True
+    )
 
 
 def train_step(field_module: VideoField, optimizer: torch.optim.Optimizer, sampler: FramePixelSampler, batch: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Type
+from typing import Any, Dict, Tuple, Type
 
 import torch
 from nerfstudio.engine.optimizers import OptimizerConfig
@@ -13,6 +13,7 @@ from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from nerfstudio.engine.trainer import TrainerConfig
 
+from method_configs.fields import ADAM_BETAS, ADAM_EPS
 from nvp_nerfstudio.data.video import SAMPLE_PREFIX
 
 
@@ -22,6 +23,8 @@ class AdamWOptimizerConfig(OptimizerConfig):
 
     _target: Type = torch.optim.AdamW
     weight_decay: float = 1e-3
+    betas: Tuple[float, float] = ADAM_BETAS
+    eps: float = ADAM_EPS
     fused: bool = True
 
 
@@ -53,7 +56,7 @@ class CosineToFinalScheduler(Scheduler):
 
 
 def paper_optimizers(lr: float = 1e-2, final_lr: float = 1e-5, weight_decay: float = 1e-3) -> Dict[str, Any]:
-    """NVP's optimisation: AdamW, one parameter group, cosine decay from lr to final_lr over the whole run."""
+    """NVP's optimisation: AdamW (ADAM_BETAS, ADAM_EPS), one parameter group, cosine decay from lr to final_lr over the run."""
     return {
         "fields": {
             "optimizer": AdamWOptimizerConfig(lr=lr, weight_decay=weight_decay),

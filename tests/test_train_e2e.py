@@ -185,3 +185,19 @@ def test_rd_point_is_what_decompress_gives(trained_run: Path, compressed_run: Co
     assert int(rows[0]["bytes"]) == compressed_run.file.stat().st_size
     assert abs(float(rows[0]["psnr_db"]) - mean_psnr_against_source(compressed_run.frames_dir)) < 0.01
     assert "x264 medium yuv420p" in (out / "rd.md").read_text()
+
+
+@pytest.mark.parametrize("method", ["nvp", "ngp-video", "siren-video"])
+def test_ns_train_and_the_benchmark_build_the_same_optimizer(method: str) -> None:
+    # nvp-bench and nvp-compare claim to train as ns-train does: same AdamW, same hyperparameters.
+    import torch
+
+    from method_configs import methods
+    from nvp_nerfstudio.bench import BenchConfig, optimizer_for
+
+    parameters = [torch.nn.Parameter(torch.zeros(3))]
+    registered = getattr(methods, method.replace("-", "_")).config.optimizers["fields"]["optimizer"].setup(parameters)
+    benchmark = optimizer_for(torch.nn.Linear(1, 1), BenchConfig(method=method))
+    assert type(registered) is type(benchmark)
+    keys = ("lr", "betas", "eps", "weight_decay", "fused")
+    assert {k: registered.param_groups[0][k] for k in keys} == {k: benchmark.param_groups[0][k] for k in keys}

@@ -48,8 +48,8 @@ class CodecOptions:
     """How each part of the field is coded. Defaults measured on NVP-S / bikes (README, Compression)."""
 
     # WebP at 90 takes 27 % fewer keyframe bytes than JPEG at 95 for 0.03 dB. NVP's dense 3D levels are
-    # small (its hash table caps them): lossless FFV1 costs 9 kB more than x265 at crf 10, while x265 at
-    # the paper's crf 21 loses 0.18 dB. Hashed levels are most of the file and no image or video codec
+    # small (its hash table caps them): lossless FFV1 is smaller than intra-only x265 at crf 21, which
+    # loses 0.95 dB (see videocodec.py for why x265 is intra-only). Hashed levels are most of the file and no image or video codec
     # applies to them: 6 bits instead of 8 make the file 4.27x smaller than raw 8-bit latents for
     # 0.09 dB (8 bits: 3.44x), 5 bits 4.86x for 0.20 dB (nvp-rd, bikes 320x136).
 

@@ -49,9 +49,9 @@ class CodecOptions:
 
     # WebP at 90 takes 27 % fewer keyframe bytes than JPEG at 95 for 0.03 dB. NVP's dense 3D levels are
     # small (its hash table caps them): lossless FFV1 is smaller than intra-only x265 at crf 21, which
-    # loses 0.95 dB (see videocodec.py for why x265 is intra-only). Hashed levels are most of the file and no image or video codec
-    # applies to them: 6 bits instead of 8 make the file 4.27x smaller than raw 8-bit latents for
-    # 0.09 dB (8 bits: 3.44x), 5 bits 4.86x for 0.20 dB (nvp-rd, bikes 320x136).
+    # loses 0.95 dB (videocodec.py says why x265 is intra-only). Hashed levels are most of the file and
+    # no image or video codec applies to them: 6 bits instead of 8 make the file 4.27x smaller than raw
+    # 8-bit latents for 0.09 dB (8 bits: 3.44x), 5 bits 4.86x for 0.20 dB (nvp-rd, bikes 320x136).
 
     image_codec: ImageCodecName = "webp"
     """Codec of the levels of 2D dense grids (NVP's keyframes); png is lossless."""

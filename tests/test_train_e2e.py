@@ -1,4 +1,5 @@
-"""`ns-train nvp` end to end on a real clip, then `ns-eval` and a resume on its output."""
+"""`ns-train nvp` end to end on a real clip, then `ns-eval` and a resume on its output; ns-train and the
+benchmark build the same optimizer."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+
+from method_configs import methods
+from nvp_nerfstudio.bench import BenchConfig, optimizer_for
 
 BIN = Path(sys.executable).parent
 # Measured: 31.0 dB after 300 steps of 4096 pixels on these 24 frames (2-core CPU); a mean colour scores ~12 dB.
@@ -190,11 +195,6 @@ def test_rd_point_is_what_decompress_gives(trained_run: Path, compressed_run: Co
 @pytest.mark.parametrize("method", ["nvp", "ngp-video", "siren-video"])
 def test_ns_train_and_the_benchmark_build_the_same_optimizer(method: str) -> None:
     # nvp-bench and nvp-compare claim to train as ns-train does: same AdamW, same hyperparameters.
-    import torch
-
-    from method_configs import methods
-    from nvp_nerfstudio.bench import BenchConfig, optimizer_for
-
     parameters = [torch.nn.Parameter(torch.zeros(3))]
     registered = getattr(methods, method.replace("-", "_")).config.optimizers["fields"]["optimizer"].setup(parameters)
     benchmark = optimizer_for(torch.nn.Linear(1, 1), BenchConfig(method=method))

@@ -1,8 +1,9 @@
 """Standard video codecs on RGB frames through PyAV: the reference curves of nvp-rd.
 
-Run as a program, one fresh child process per encode (rate_distortion.py does that): PyAV 18.1's
-libx265 corrupts the heap when it runs in a process after other encoders (see videocodec.py). The
-child reads one JSON job on stdin,
+Run as a program, one fresh child process per encode (rate_distortion.py does that): libx265's
+inter coding writes past its arrays and reads uninitialised memory on small frames (see
+videocodec.py), so no encode shares a heap with another, nor with the caller. The child reads one
+JSON job on stdin,
 
     {"frames": "in.npy", "output": "out.npy", "codec": "x265", "pix_fmt": "yuv420p", "crf": 28, "preset": "medium"}
 

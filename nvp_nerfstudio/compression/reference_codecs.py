@@ -13,7 +13,9 @@ on stdout; on failure, one line on stderr and exit status 1. The bitstream is th
 and packets, with no container around them.
 
 Frames are padded to even sizes by repeating the last row and column (4:2:0 needs them, and
-libx265 misbehaves on odd sizes); the decoded frames are cropped back, the padding's bits count.
+libx265 misbehaves on odd sizes), and for x265 to at least 64 x 64 (below that its cu-tree pass
+writes past its arrays: valgrind, 44 x 36; none at 64 x 64, 64 x 128, 88 x 72, 176 x 144); the
+decoded frames are cropped back, the padding's bits count.
 RGB <-> YUV is swscale's default both ways (BT.601, limited range).
 
 Imports only the standard library, numpy and av, so the child starts in a fraction of a second.
@@ -38,12 +40,14 @@ class ReferenceCodec:
     crfs: range
     options: dict = field(default_factory=dict)
     """Encoder options besides crf and preset."""
+    minimum: int = 2
+    """Frames are padded to at least this many pixels a side."""
 
 
 CODECS = {
     # x265's info=0 drops its 1.5 kB settings SEI: text, not picture (the .nvp's x265 streams drop it too).
     "x264": ReferenceCodec("libx264", "h264", ("yuv420p", "yuv444p"), range(0, 52)),
-    "x265": ReferenceCodec("libx265", "hevc", ("yuv420p", "yuv444p"), range(0, 52), {"x265-params": "log-level=error:info=0"}),
+    "x265": ReferenceCodec("libx265", "hevc", ("yuv420p", "yuv444p"), range(0, 52), {"x265-params": "log-level=error:info=0"}, 64),
     # SVT-AV1 codes 4:2:0 only.
     "svt-av1": ReferenceCodec("libsvtav1", "libdav1d", ("yuv420p",), range(1, 64)),
 }
@@ -54,7 +58,7 @@ def encode(job: dict, frames: np.ndarray) -> tuple[bytes, list[bytes]]:
     import av
 
     codec = CODECS[job["codec"]]
-    height, width = frames.shape[1] + frames.shape[1] % 2, frames.shape[2] + frames.shape[2] % 2
+    height, width = (max(codec.minimum, n + n % 2) for n in frames.shape[1:3])
     context = av.CodecContext.create(codec.encoder, "w")
     context.width, context.height, context.pix_fmt = width, height, job["pix_fmt"]
     context.time_base, context.framerate = Fraction(1, 25), Fraction(25)

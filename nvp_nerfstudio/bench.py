@@ -1,9 +1,9 @@
-"""Benchmark of a video field: training throughput over batch sizes, time per step by component, decode
-frames/s, peak memory, PSNR against wall time.
+"""Benchmark of video fields, one method and grid backend after another in one run: training and inference
+throughput over batch sizes, time per step by component, decode frames/s, peak memory, PSNR against wall time.
 
 Runs on the core alone (torch, numpy, av, tyro; matplotlib for the plot), so it also runs on a GPU
-machine without nerfstudio. Figures are printed and written to the output folder as markdown, JSON
-and a PNG plot.
+machine without nerfstudio. Figures are printed and written to the output folder as one markdown report
+(a row per run), JSON and a PSNR-against-time plot with a curve per run.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from method_configs.fields import ADAM_BETAS, ADAM_EPS, METHODS
 from nvp_nerfstudio.data.sampler import FramePixelSampler
-from nvp_nerfstudio.data.video import FrameSelection, VideoFrames, load_video
-from nvp_nerfstudio.encodings.grid import GridEncoding, GridEncodingConfig
+from nvp_nerfstudio.data.video import FrameSelection, VideoFrames, VideoInputError, load_video
+from nvp_nerfstudio.encodings.grid import GridBackend, GridEncoding, GridEncodingConfig
 from nvp_nerfstudio.fields.base import VideoField, VideoShape
 from nvp_nerfstudio.fields.modulated_mlp import ModulatedSirenConfig
 from nvp_nerfstudio.render import psnr, render_frame
@@ -37,8 +37,11 @@ CONSOLE = Console()
 class BenchConfig:
     data: str = "sample:bikes"
     """Video file, frame folder or sample:NAME."""
-    method: str = "nvp"
-    """A method of method_configs/fields.py: nvp, nvp-large, siren-video, ffn-video, ngp-video, kplanes-video."""
+    methods: Tuple[str, ...] = ("nvp",)
+    """Methods of method_configs/fields.py to run one after another (`all`: every one of them)."""
+    grid_backends: Tuple[GridBackend, ...] = ("auto",)
+    """Grid backends each method runs with (auto: tcnn, else Triton on CUDA; numba on a CPU); methods
+    without grid encodings run once."""
     downscale: int = 1
     max_frames: Optional[int] = None
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
@@ -47,8 +50,6 @@ class BenchConfig:
     on a CPU, 2^18-2^21 on CUDA."""
     throughput_steps: int = 3
     """Timed steps per batch size, after one warm-up step."""
-    grid_backend: Literal["auto", "torch", "numba", "triton", "tcnn"] = "auto"
-    """Backend of every grid encoding of the field (auto: tcnn, else Triton on CUDA; numba on a CPU)."""
     tf32: bool = False
     """Let CUDA matrix products use TF32 tensor cores (the MLPs; the paper trains in full fp32)."""
     mlp_precision: Literal["auto", "float32", "bfloat16"] = "auto"
@@ -78,10 +79,35 @@ class BenchConfig:
     weight_decay: float = 1e-3
     seed: int = 0
     output_dir: Path = Path("bench-results")
+    # The run at hand, one of `methods` x `grid_backends` (set by main; other tools set them directly).
+    method: tyro.conf.Suppress[str] = "nvp"
+    grid_backend: tyro.conf.Suppress[GridBackend] = "auto"
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """This process's peak resident memory since it started, or since the last reset_peak_memory()."""
+    try:
+        with open("/proc/self/status") as status:  # VmHWM, unlike ru_maxrss, can be reset
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024.0
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def peak_memory(config: BenchConfig) -> dict[str, float]:
+    """Peak RSS (and CUDA memory) in MiB since the last reset_peak_memory()."""
+    cuda = {"peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20} if is_cuda(config) else {}
+    return {"peak_rss_mib": peak_rss_mib(), **cuda}
+
+
+def reset_peak_memory(config: BenchConfig) -> None:
+    """Start the peak-memory figures anew, so each run of a benchmark reports its own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # Linux: resets VmHWM to the current RSS
+    except OSError:
+        pass  # elsewhere the figure stays the process's peak so far
+    if is_cuda(config):
+        torch.cuda.reset_peak_memory_stats()
 
 
 def is_cuda(config: BenchConfig) -> bool:
@@ -165,9 +191,11 @@ def train_step(field_module: VideoField, optimizer: torch.optim.Optimizer, sampl
 
 
 def measure_throughput(config: BenchConfig, video: VideoFrames, shape: VideoShape) -> list[dict]:
+    """Training (forward + backward + AdamW step) and inference (forward alone) samples/s per batch size."""
     rows = []
     batch_sizes = config.batch_sizes or tuple(1 << k for k in (range(18, 22) if is_cuda(config) else range(14, 19)))
     for batch in batch_sizes:
+        reset_peak_memory(config)
         field_module = build_field(config, shape)
         optimizer = optimizer_for(field_module, config)
         sampler = sampler_for(config, video, field_module)
@@ -176,8 +204,22 @@ def measure_throughput(config: BenchConfig, video: VideoFrames, shape: VideoShap
         samples = sum(train_step(field_module, optimizer, sampler, batch) for _ in range(config.throughput_steps))
         seconds = (time.perf_counter() - start) / config.throughput_steps
         rate = samples / config.throughput_steps / seconds
-        rows.append({"batch": batch, "step_s": seconds, "samples_per_s": rate, "peak_rss_mib": peak_rss_mib()})
-        CONSOLE.print(f"batch 2^{int(math.log2(batch))}: {rate / 1e3:8.1f} k samples/s ({seconds * 1e3:.0f} ms a step)")
+        with torch.no_grad():
+            xyt = sampler.coordinates(sampler.sample(batch)[0])
+            field_module(xyt)
+            synchronize(config)
+            start = time.perf_counter()
+            for _ in range(config.throughput_steps):
+                field_module(xyt)
+            synchronize(config)
+            inference_rate = len(xyt) * config.throughput_steps / (time.perf_counter() - start)
+        rows.append(
+            {"batch": batch, "step_s": seconds, "samples_per_s": rate, "inference_samples_per_s": inference_rate, **peak_memory(config)}
+        )
+        CONSOLE.print(
+            f"batch 2^{int(math.log2(batch))}: training {rate / 1e3:8.1f} k samples/s ({seconds * 1e3:.0f} ms a step), "
+            f"inference {inference_rate / 1e3:8.1f} k samples/s"
+        )
         del field_module, optimizer, sampler
     return rows
 
@@ -319,7 +361,9 @@ def psnr_against_time(
             steps += 1
             if trained >= next_eval or done_fraction() >= 1.0:
                 score = evaluate(field_module, video, eval_frames, chunk)
-                points.append({"seconds": trained, "steps": steps, "samples": samples, "psnr": score})
+                # The budget this point stands for (the clock overshoots it by up to a step); none in steps mode.
+                budget = None if config.steps else min(next_eval, config.seconds)
+                points.append({"seconds": trained, "budget_s": budget, "steps": steps, "samples": samples, "psnr": score})
                 next_eval += config.eval_every
                 progress.update(task, completed=min(done_fraction(), 1.0), psnr=f"{score:.2f} dB at {trained:.0f} s")
     CONSOLE.print(
@@ -329,78 +373,216 @@ def psnr_against_time(
     return points, field_module
 
 
+def run_label(run: BenchConfig) -> str:
+    return run.method if run.grid_backend == "auto" else f"{run.method} ({run.grid_backend} grids)"
+
+
+def check_methods(names: Sequence[str]) -> None:
+    """One error line for method names that method_configs/fields.py does not have."""
+    unknown = [name for name in names if name not in METHODS]
+    if unknown or not names:
+        raise SystemExit(f"error: unknown method(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(METHODS)}")
+
+
+def uses_grids(config: Any) -> bool:
+    """Whether a (nested) field config holds a grid encoding."""
+    if isinstance(config, GridEncodingConfig):
+        return True
+    return is_dataclass(config) and any(uses_grids(getattr(config, f.name)) for f in fields(config))
+
+
+def expand_runs(config: BenchConfig) -> list[BenchConfig]:
+    """One run per method and grid backend, in the order given; a method without grids runs once."""
+    methods = tuple(METHODS) if config.methods == ("all",) else config.methods
+    check_methods(methods)
+    if not config.grid_backends:
+        raise SystemExit("error: no grid backend given: choose from auto, torch, numba, triton, tcnn")
+    return [
+        replace(config, method=method, grid_backend=backend)
+        for method in methods
+        for backend in (config.grid_backends if uses_grids(METHODS[method].field) else ("auto",))
+    ]
+
+
+def preflight(run: BenchConfig, shape: VideoShape) -> None:
+    """Build the run's field and query it once, so a backend that cannot run here stops the benchmark
+    before any other run spends its time."""
+    try:
+        build_field(replace(run, compile=False), shape)(torch.rand(4, 3, device=run.device))
+    except (RuntimeError, ImportError, ValueError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise SystemExit(f"error: {run_label(run)} cannot run on {run.device}: {message}") from None
+
+
+def run_benchmark(run: BenchConfig, video: VideoFrames, shape: VideoShape) -> dict:
+    """Every figure of one method with one grid backend."""
+    CONSOLE.rule(run_label(run))
+    reset_peak_memory(run)
+    # The training run goes first so the peak memory it leaves is that of training at its batch size.
+    if run.seconds > 0 or run.steps:
+        curve, trained = psnr_against_time(run, video, shape)
+    else:
+        curve, trained = [], build_field(run, shape)
+    training_memory = peak_memory(run)
+    summary = {
+        "label": run_label(run),
+        "method": run.method,
+        "grid_backend": run.grid_backend,
+        "parameters": sum(p.numel() for p in trained.parameters()),
+        **training_memory,
+        "psnr_curve": curve,
+        "decode": decode_speed(run, trained, video),
+        "breakdown": step_breakdown(run, video, shape, training_batch(run)),
+        "throughput": measure_throughput(run, video, shape),
+    }
+    del trained
+    return summary
+
+
+def exponent(batch: int) -> str:
+    return f"2^{int(math.log2(batch))}" if batch & (batch - 1) == 0 else str(batch)
+
+
+def report_lines(config: BenchConfig, summary: dict) -> list[str]:
+    """The markdown report: one row per run in each table."""
+    runs = summary["runs"]
+    batch = summary["breakdown_batch"]
+    decode = runs[0]["decode"]
+    settings = [
+        f"{exponent(batch)} pixels a step",
+        f"{config.steps} steps" if config.steps else f"{config.seconds:g} s of training" if config.seconds > 0 else "no training run",
+        *(["TF32"] if config.tf32 else []),
+        *([f"{config.mlp_precision} MLP"] if config.mlp_precision != "auto" else []),
+        *(["compiled (outside the clock)"] if config.compile else []),
+    ]
+    memory_header = "peak RSS (MiB)" + (" | peak CUDA (MiB)" if "peak_cuda_mib" in runs[0] else "")
+
+    def memory(row: dict) -> str:
+        return f"{row['peak_rss_mib']:.0f}" + (f" | {row['peak_cuda_mib']:.0f}" if "peak_cuda_mib" in row else "")
+
+    def at_batch(run: dict, key: str) -> str:
+        rows = [row for row in run["throughput"] if row["batch"] == batch]
+        return f"{rows[0][key] / 1e3:.1f} k" if rows else "-"
+
+    lines = [
+        f"# Benchmark on {summary['clip']} ({summary['device']})",
+        "",
+        "; ".join(settings) + f"; clip {summary['clip_mib']:.0f} MiB as uint8. Peak memory: during training "
+        "(the PSNR run) in the first table, per batch size in the throughput table.",
+        "",
+        f"| run | parameters | PSNR (dB) | steps | train samples/s ({exponent(batch)}) | inference samples/s ({exponent(batch)}) "
+        f"| decoding {decode['width']}x{decode['height']} (frames/s) | {memory_header} |",
+        "|---|---|---|---|---|---|---|---|" + ("---|" if "peak_cuda_mib" in runs[0] else ""),
+    ]
+    for run in runs:
+        last = run["psnr_curve"][-1] if run["psnr_curve"] else {"psnr": None, "steps": "-"}
+        final_psnr = "-" if last["psnr"] is None else f"{last['psnr']:.2f}"
+        lines.append(
+            f"| {run['label']} | {run['parameters'] / 1e6:.2f} M | {final_psnr} | {last['steps']} | "
+            f"{at_batch(run, 'samples_per_s')} | {at_batch(run, 'inference_samples_per_s')} | "
+            f"{run['decode']['frames_per_s']:.1f} | {memory(run)} |"
+        )
+    # Each run's breakdown lists sample, its own forward parts, forward: total, backward, optimizer.
+    forward_parts = list(dict.fromkeys(name for run in runs for name in run["breakdown"] if name.startswith("forward: ")))
+    forward_parts.remove("forward: total")
+    parts = ["sample", *forward_parts, "forward: total", "backward", "optimizer"]
+    lines += [
+        "",
+        f"One training step of {exponent(batch)} pixels (ms; forward parts are the field's top-level modules):",
+        "",
+        "| run | " + " | ".join(parts) + " | step |",
+        "|---|" + "---|" * (len(parts) + 1),
+        *[
+            f"| {run['label']} | "
+            + " | ".join(f"{run['breakdown'][name]:.1f}" if name in run["breakdown"] else "-" for name in parts)
+            + f" | {sum(run['breakdown'][name] for name in ('sample', 'forward: total', 'backward', 'optimizer')):.1f} |"
+            for run in runs
+        ],
+        "",
+        "Throughput over batch sizes (k samples/s, training / inference; peak RSS MiB):",
+        "",
+        "| batch | " + " | ".join(run["label"] for run in runs) + " |",
+        "|---|" + "---|" * len(runs),
+    ]
+    for batch_size in sorted({row["batch"] for run in runs for row in run["throughput"]}):
+        cells = []
+        for run in runs:
+            row = next((row for row in run["throughput"] if row["batch"] == batch_size), None)
+            cells.append(
+                f"{row['samples_per_s'] / 1e3:.1f} / {row['inference_samples_per_s'] / 1e3:.1f} ({row['peak_rss_mib']:.0f})" if row else "-"
+            )
+        lines.append(f"| {exponent(batch_size)} | " + " | ".join(cells) + " |")
+    curves = [run for run in runs if run["psnr_curve"]]
+    if curves and not config.steps:
+        budgets = sorted({p["budget_s"] for run in curves for p in run["psnr_curve"]})
+        lines += [
+            "",
+            "PSNR (dB) against training time (evaluation not counted):",
+            "",
+            "| run | " + " | ".join(f"{b:g} s" for b in budgets) + " |",
+            "|---|" + "---|" * len(budgets),
+        ]
+        for run in curves:
+            by_budget = {p["budget_s"]: p["psnr"] for p in run["psnr_curve"]}
+            lines.append(f"| {run['label']} | " + " | ".join(f"{by_budget[b]:.2f}" if b in by_budget else "-" for b in budgets) + " |")
+    elif curves:
+        lines += ["", "PSNR (dB) against training time:", "", "| run | seconds | steps | PSNR |", "|---|---|---|---|"]
+        lines += [f"| {run['label']} | {p['seconds']:.0f} | {p['steps']} | {p['psnr']:.2f} |" for run in curves for p in run["psnr_curve"]]
+    return lines
+
+
+def plot_psnr_against_time(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for run in summary["runs"]:
+        if run["psnr_curve"]:
+            axis.plot([p["seconds"] for p in run["psnr_curve"]], [p["psnr"] for p in run["psnr_curve"]], marker="o", label=run["label"])
+    axis.set(xlabel="training time (s)", ylabel="PSNR (dB)", title=f"{summary['clip']} ({summary['device']})")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def write_report(config: BenchConfig, summary: dict) -> None:
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(summary, indent=2))
-    decode = summary["decode"]
-    lines = [
-        f"# {config.method} on {summary['clip']} ({summary['device']}; grid backend {config.grid_backend}"
-        f"{', TF32' if config.tf32 else ''}{'' if config.mlp_precision == 'auto' else f', {config.mlp_precision} MLP'}"
-        f"{', compiled' if config.compile else ''})",
-        "",
-        f"{summary['parameters'] / 1e6:.2f} M parameters; clip {summary['clip_mib']:.0f} MiB as uint8; "
-        f"peak RSS {summary['peak_rss_mib']:.0f} MiB after the PSNR-against-time run (before the throughput sweep)"
-        + (f"; peak CUDA memory {summary['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in summary else ""),
-        "",
-        f"Decoding {decode['width']}x{decode['height']} frames: {decode['frames_per_s']:.1f} frames/s",
-        "",
-        f"| time per step of 2^{int(math.log2(summary['breakdown_batch']))} | ms |",
-        "|---|---|",
-        *[f"| {name} | {ms:.1f} |" for name, ms in summary["breakdown"].items()],
-        "",
-        "| batch | samples/s | ms / step |",
-        "|---|---|---|",
-        *[f"| 2^{int(math.log2(r['batch']))} | {r['samples_per_s'] / 1e3:.1f} k | {r['step_s'] * 1e3:.0f} |" for r in summary["throughput"]],
-        "",
-        "| seconds | steps | PSNR (dB) |",
-        "|---|---|---|",
-        *[f"| {p['seconds']:.0f} | {p['steps']} | {p['psnr']:.2f} |" for p in summary["psnr_curve"]],
-    ]
-    (out / "bench.md").write_text("\n".join(lines) + "\n")
-    if summary["psnr_curve"]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        figure, axis = plt.subplots(figsize=(6, 4))
-        axis.plot([p["seconds"] for p in summary["psnr_curve"]], [p["psnr"] for p in summary["psnr_curve"]], marker="o")
-        axis.set(xlabel="training time (s)", ylabel="PSNR (dB)", title=f"{config.method} on {summary['clip']} ({summary['device']})")
-        axis.grid(alpha=0.3)
-        figure.tight_layout()
-        figure.savefig(out / "psnr_vs_time.png", dpi=120)
-    CONSOLE.print(f"Wrote {out / 'bench.md'}, {out / 'bench.json'} and {out / 'psnr_vs_time.png'}")
+    (out / "bench.md").write_text("\n".join(report_lines(config, summary)) + "\n")
+    written = [out / "bench.md", out / "bench.json"]
+    if any(run["psnr_curve"] for run in summary["runs"]):
+        plot_psnr_against_time(summary, out / "psnr_vs_time.png")
+        written.append(out / "psnr_vs_time.png")
+    CONSOLE.print(f"Wrote {', '.join(map(str, written))}")
 
 
-def main(config: BenchConfig) -> None:
-    if config.method not in METHODS:
-        raise SystemExit(f"error: unknown method {config.method!r}: choose one of {', '.join(METHODS)}")
+def main(config: BenchConfig) -> dict:
+    runs = expand_runs(config)
     torch.backends.cuda.matmul.allow_tf32 = config.tf32
-    video = load_video(config.data, FrameSelection(max_frames=config.max_frames, downscale=config.downscale))
+    try:
+        video = load_video(config.data, FrameSelection(max_frames=config.max_frames, downscale=config.downscale))
+    except VideoInputError as err:
+        raise SystemExit(f"error: {err}") from None
     shape = VideoShape(video.num_frames, video.height, video.width)
-    device_name = torch.cuda.get_device_name() if torch.device(config.device).type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    CONSOLE.print(f"{config.method} on {video} ({device_name})")
-    # The training run goes first so the peak memory it leaves is that of training at its batch size.
-    if config.seconds > 0 or config.steps:
-        curve, trained = psnr_against_time(config, video, shape)
-    else:
-        curve, trained = [], build_field(config, shape)
+    for run in runs:
+        preflight(run, shape)
+    device_name = torch.cuda.get_device_name() if is_cuda(config) else f"CPU, {torch.get_num_threads()} threads"
+    CONSOLE.print(f"Benchmarking {', '.join(map(run_label, runs))} on {video} ({device_name})")
     summary = {
         "clip": f"{Path(video.source).name} {video.width}x{video.height}x{video.num_frames}",
         "device": device_name,
         "compiled": config.compile,
-        "parameters": sum(p.numel() for p in trained.parameters()),
         "clip_mib": video.frames.numel() / 2**20,
-        "peak_rss_mib": peak_rss_mib(),
-        **({"peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20} if is_cuda(config) else {}),
-        "psnr_curve": curve,
-        "decode": decode_speed(config, trained, video),
         "breakdown_batch": training_batch(config),
-        "breakdown": step_breakdown(config, video, shape, training_batch(config)),
-        "throughput": measure_throughput(config, video, shape),
+        "runs": [run_benchmark(run, video, shape) for run in runs],
     }
     write_report(config, summary)
+    return summary
 
 
 def entrypoint() -> None:

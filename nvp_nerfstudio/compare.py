@@ -25,8 +25,7 @@ import tyro
 from rich.console import Console
 from rich.table import Table
 
-from method_configs.fields import METHODS
-from nvp_nerfstudio.bench import BenchConfig, evenly_spaced, is_cuda, psnr_against_time, render_chunk
+from nvp_nerfstudio.bench import BenchConfig, check_methods, evenly_spaced, is_cuda, psnr_against_time, render_chunk
 from nvp_nerfstudio.data.masks import load_mask, region_psnr, temporal_median_fill
 from nvp_nerfstudio.data.video import FrameSelection, VideoFrames, VideoInputError, holdout_split, load_video
 from nvp_nerfstudio.fields.base import VideoShape
@@ -269,9 +268,7 @@ def plot_frame_grid(
 
 
 def main(config: CompareConfig) -> list[MethodResult]:
-    unknown = [m for m in config.methods if m not in METHODS]
-    if unknown or not config.methods:
-        raise SystemExit(f"error: unknown method(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(METHODS)}")
+    check_methods(config.methods)
     unknown_metrics = [m for m in config.metrics if m not in METRIC_NAMES]
     if unknown_metrics:
         raise SystemExit(f"error: unknown metric(s) {', '.join(unknown_metrics)}: choose from {', '.join(METRIC_NAMES)}")

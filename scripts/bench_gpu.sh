@@ -15,9 +15,8 @@ bench() {  # NAME TIME_LIMIT ARGS...: one benchmark, its log beside its report; 
     PYTHONUNBUFFERED=1 timeout "$limit" python -m nvp_nerfstudio.bench --data "$clip" --seconds 60 \
         --eval-every 10 --output-dir "$out/$name" "$@" 2>&1 | tee "$out/$name.log" || status=1
 }
-bench nvp 130 --method nvp --decode-size 1920 1080
-bench ngp-video 120 --method ngp-video --decode-size 1920 1080
-bench nvp-compiled 200 --method nvp --compile --batch-sizes 1048576 --decode-size 1920 1080
-bench nvp-float32-tf32 110 --method nvp --mlp-precision float32 --tf32 --batch-sizes 1048576
-bench nvp-torch-grid 60 --method nvp --grid-backend torch --seconds 0 --batch-sizes 1048576 --decode-frames 5
+bench nvp-and-ngp 250 --methods nvp ngp-video --decode-size 1920 1080
+bench nvp-compiled 200 --methods nvp --compile --batch-sizes 1048576 --decode-size 1920 1080
+bench nvp-float32-tf32 110 --methods nvp --mlp-precision float32 --tf32 --batch-sizes 1048576
+bench nvp-torch-grid 60 --methods nvp --grid-backends torch --seconds 0 --batch-sizes 1048576 --decode-frames 5
 exit $status

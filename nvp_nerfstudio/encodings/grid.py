@@ -53,6 +53,9 @@ def triton_available() -> bool:
 NUMBA_INSTALLED = importlib.util.find_spec("numba") is not None
 
 
+GridBackend = Literal["auto", "torch", "numba", "triton", "tcnn"]
+
+
 @dataclass
 class GridEncodingConfig(InstantiateConfig):
     """A multi-resolution grid; its finest resolution per axis is given at setup, from the video."""
@@ -68,7 +71,7 @@ class GridEncodingConfig(InstantiateConfig):
     """Vertices per axis of the coarsest level (along the longest axis)."""
     init_scale: float = 1e-4
     """Features start uniform in [-init_scale, init_scale], as tiny-cuda-nn and the NVP paper do."""
-    backend: Literal["auto", "torch", "numba", "triton", "tcnn"] = "auto"
+    backend: GridBackend = "auto"
     """`auto`: on CUDA tiny-cuda-nn when it is importable, else the fused Triton kernels; on a CPU the numba
     kernels for 2D and 3D grids, else torch."""
 

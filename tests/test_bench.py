@@ -1,0 +1,62 @@
+"""nvp-bench on a real clip: every method and grid backend in one run, one report; bad flags stop it before any run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from method_configs.fields import METHODS
+from nvp_nerfstudio.bench import BenchConfig, expand_runs, main
+
+CLIP = dict(data="sample:carphone", max_frames=12, downscale=2, device="cpu")
+QUICK = dict(steps=6, eval_every=1e9, train_batch=1024, batch_sizes=(1024,), throughput_steps=2, decode_frames=1)
+
+
+def test_benchmark_runs_every_method_and_backend_into_one_report(tmp_path) -> None:
+    config = BenchConfig(**CLIP, **QUICK, methods=("nvp", "siren-video"), grid_backends=("numba", "torch"), output_dir=tmp_path)
+    summary = main(config)
+    runs = summary["runs"]
+    # A method without grid encodings runs once, whatever the backends.
+    assert [run["label"] for run in runs] == ["nvp (numba grids)", "nvp (torch grids)", "siren-video"]
+    numba, torch_path, siren = runs
+    # The two grid backends compute the same features: the same seed trains to the same field.
+    assert numba["psnr_curve"][-1]["psnr"] == pytest.approx(torch_path["psnr_curve"][-1]["psnr"], abs=0.02)
+    assert numba["parameters"] == torch_path["parameters"] > siren["parameters"]
+    assert {"forward: keyframes.xy", "forward: positional", "forward: mlp"} <= set(numba["breakdown"])
+    report = (tmp_path / "bench.md").read_text()
+    for run in runs:
+        assert run["psnr_curve"][-1]["steps"] == 6
+        (row,) = run["throughput"]
+        # A forward alone is faster than forward + backward + AdamW on the same batch.
+        assert row["batch"] == 1024 and row["inference_samples_per_s"] > row["samples_per_s"] > 0
+        assert row["peak_rss_mib"] > 0 and run["decode"]["frames_per_s"] > 0
+        line = next(line for line in report.splitlines() if line.startswith(f"| {run['label']} | {run['parameters'] / 1e6:.2f} M"))
+        assert f"| {run['psnr_curve'][-1]['psnr']:.2f} | 6 |" in line
+    assert json.loads((tmp_path / "bench.json").read_text())["runs"] == runs
+    with Image.open(tmp_path / "psnr_vs_time.png") as picture:
+        assert picture.width > 300 and picture.height > 200
+
+
+def test_all_methods_expand_to_one_run_per_grid_backend() -> None:
+    runs = expand_runs(BenchConfig(methods=("all",), grid_backends=("numba", "torch")))
+    once = {"siren-video", "ffn-video", "nerv-video"}  # the fields without grid encodings
+    assert [(run.method, run.grid_backend) for run in runs] == [
+        (method, backend) for method in METHODS for backend in (("auto",) if method in once else ("numba", "torch"))
+    ]
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"methods": ("nvp", "nope")}, r"unknown method\(s\) nope"),
+        ({"grid_backends": ("tcnn",)}, r"nvp \(tcnn grids\) cannot run on cpu"),
+        ({"data": "no-such-clip.mp4"}, "no-such-clip.mp4"),
+    ],
+)
+def test_benchmark_rejects_bad_flags_with_one_line_before_any_run(tmp_path, overrides, message) -> None:
+    with pytest.raises(SystemExit, match=message) as stop:
+        main(BenchConfig(**{**CLIP, **QUICK, "output_dir": tmp_path, **overrides}))
+    assert str(stop.value).startswith("error: ") and "\n" not in str(stop.value)
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written

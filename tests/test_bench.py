@@ -52,6 +52,7 @@ def test_all_methods_expand_to_one_run_per_grid_backend() -> None:
     [
         ({"methods": ("nvp", "nope")}, r"unknown method\(s\) nope"),
         ({"grid_backends": ("tcnn",)}, r"nvp \(tcnn grids\) cannot run on cpu"),
+        ({"grid_backends": ("numba", "triton")}, r"nvp \(triton grids\) cannot run on cpu: the triton grid backend needs CUDA"),
         ({"data": "no-such-clip.mp4"}, "no-such-clip.mp4"),
     ],
 )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import math
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal, Sequence, Type
@@ -168,6 +169,11 @@ class GridEncoding(nn.Module):
         backend = self.config.backend
         if backend == "tcnn" and not x.is_cuda:
             raise RuntimeError("the tcnn grid backend needs CUDA tensors; use backend 'numba' or 'torch' on CPU")
+        if backend == "triton" and not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+            raise RuntimeError(
+                "the triton grid backend needs CUDA tensors (or TRITON_INTERPRET=1, Triton's slow interpreter); "
+                "use backend 'numba' or 'torch' on CPU"
+            )
         if backend == "numba" and x.is_cuda:
             raise RuntimeError("the numba grid backend runs on the CPU; use backend 'triton' or 'tcnn' on CUDA")
         if backend != "auto":

@@ -28,6 +28,7 @@ from nvp_nerfstudio.data.video import FrameSelection, VideoFrames, VideoInputErr
 from nvp_nerfstudio.encodings.grid import GridBackend, GridEncoding, GridEncodingConfig
 from nvp_nerfstudio.fields.base import VideoField, VideoShape
 from nvp_nerfstudio.fields.modulated_mlp import ModulatedSirenConfig
+from nvp_nerfstudio.memory import release_freed_memory
 from nvp_nerfstudio.render import psnr, render_frame
 
 CONSOLE = Console()
@@ -101,6 +102,7 @@ def peak_memory(config: BenchConfig) -> dict[str, float]:
 
 def reset_peak_memory(config: BenchConfig) -> None:
     """Start the peak-memory figures anew, so each run of a benchmark reports its own."""
+    release_freed_memory()  # else the memory the last run freed would count as this run's resident set
     try:
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")  # Linux: resets VmHWM to the current RSS

@@ -16,6 +16,17 @@ KEEP_FREED_BYTES = 1 << 30
 
 
 @lru_cache(maxsize=1)
+def glibc() -> ctypes.CDLL | None:
+    """The C library where it is glibc (whose allocator the functions below tune), else None."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "gnu_get_libc_version") else None
+
+
+@lru_cache(maxsize=1)
 def reuse_freed_memory() -> bool:
     """Serve large allocations from glibc's heap, where a freed block is reused, instead of fresh mmap pages.
 
@@ -24,11 +35,12 @@ def reuse_freed_memory() -> bool:
     page, and unmapped again: ngp-video's backward took 27-28 ms a step instead of 19 on this 2-core
     machine. The heap keeps up to KEEP_FREED_BYTES of freed memory for reuse. A no-op (False) where the C
     library is not glibc."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        libc = None
-    if libc is None or not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
-        return False
-    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
+    libc = glibc()
+    return libc is not None and bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free memory back to the system (between benchmark runs, so each run's peak is its own)."""
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)

@@ -19,13 +19,13 @@ grid = GridEncodingConfig(num_levels=8, log2_hashmap_size=20).setup(finest_resol
 optimizer = torch.optim.AdamW(grid.parameters(), fused=True)
 points = torch.rand(4096, 3, generator=torch.Generator().manual_seed(0))
 faults = []
-for step in range(12):
+for step in range(24):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     grid(points).square().sum().backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(sum(faults[6:]))
+print(sum(faults[4:]))
 """
 
 
@@ -33,12 +33,14 @@ print(sum(faults[6:]))
 def test_training_steps_reuse_freed_gradient_memory_without_page_faults() -> None:
     # Each step frees and reallocates a table-sized gradient: above glibc's mmap threshold (32 MB at most)
     # that is a fresh mapping faulted in page by page (~9100 faults a step here) unless the heap keeps it.
-    def faults_in_six_steps(mode: str) -> int:
+    def faults_in_twenty_steps(mode: str) -> int:
         result = subprocess.run([sys.executable, "-c", GRID_TRAINING_LOOP, mode], capture_output=True, text=True, check=True)
         return int(result.stdout)
 
-    assert faults_in_six_steps("plain") > 40_000
-    assert faults_in_six_steps("reuse") < 12_000  # at most one step's worth
+    plain = faults_in_twenty_steps("plain")
+    assert plain > 100_000
+    # Mostly none: now and then a step's gradient does not fit the freed block and takes fresh pages.
+    assert faults_in_twenty_steps("reuse") < plain / 4
 
 
 def test_every_field_sets_up_memory_reuse(monkeypatch) -> None:
@@ -46,3 +48,26 @@ def test_every_field_sets_up_memory_reuse(monkeypatch) -> None:
     monkeypatch.setattr(base, "reuse_freed_memory", lambda: calls.append(True))
     base.VideoField(base.VideoFieldConfig(), base.VideoShape(2, 4, 4))
     assert calls == [True]
+
+
+RETAIN_AND_RELEASE = """
+import torch
+from nvp_nerfstudio.memory import release_freed_memory, reuse_freed_memory
+def rss_mib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+reuse_freed_memory()
+before = rss_mib()
+torch.ones(1 << 26)  # 256 MiB, freed at once
+retained = rss_mib()
+release_freed_memory()
+print(retained - before, rss_mib() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_freed_memory_stays_for_reuse_until_released() -> None:
+    result = subprocess.run([sys.executable, "-c", RETAIN_AND_RELEASE], capture_output=True, text=True, check=True)
+    retained, after_release = map(float, result.stdout.split())
+    assert retained > 200  # kept in the heap for the next step's allocations
+    assert after_release < 50  # benchmark runs start from the memory they use

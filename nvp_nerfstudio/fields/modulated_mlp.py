@@ -60,9 +60,12 @@ class ModulatedSiren(nn.Module):
         synthesis, omegas = self.synthesis.layers, self.synthesis.omegas
         # In bfloat16, w0 * (W t + b) would be off by ~0.1 rad: the first sine layer stays float32.
         hidden = torch.sin(omegas[0] * synthesis[0](t))
-        with torch.autocast(t.device.type, torch.bfloat16, enabled=self.uses_bfloat16(t.device.type)):
+        dtype = torch.bfloat16 if self.uses_bfloat16(t.device.type) else hidden.dtype
+        with torch.autocast(t.device.type, torch.bfloat16, enabled=dtype == torch.bfloat16):
+            # Each cast once, up front: autocast would cast the latent in every layer, and a float32 sine times a
+            # bfloat16 modulation multiplies in float32, to be cast again by the next layer (and so the gradients).
+            latent, hidden = latent.to(dtype), hidden.to(dtype)
             modulation = self.activation(self.modulator[0](latent))
-            latent = latent.to(modulation.dtype)  # cast once for every layer (autocast would cast it per layer)
             hidden = hidden * modulation
             for layer in range(1, len(synthesis)):
                 modulation = self.activation(self.modulator[layer](torch.cat([modulation, latent], dim=-1)))

@@ -61,6 +61,10 @@ def test_sampler_gathers_uint8_pixels_uniformly() -> None:
         counts = torch.bincount(values, minlength=bins).float()
         assert counts.numel() == bins
         assert (counts / counts.mean() - 1).abs().max() < 0.1  # uniform within 10 %
+    # Drawn at random, handed out in video order (for the grids' caches); rows and columns independent of it.
+    flat = (camera * 10 + row) * 14 + column
+    assert torch.equal(flat, flat.sort().values)
+    assert abs(torch.corrcoef(torch.stack([row.float(), column.float()]))[0, 1]) < 0.02
 
 
 def video_model(clip: Path):

@@ -1,4 +1,4 @@
-"""Process memory settings for training on a CPU.
+"""Settings of the process's (glibc) allocator for training and rendering fields.
 
 Core module: imports only the standard library.
 """

@@ -23,13 +23,14 @@ from nvp_nerfstudio.fields.nvp import NVPFieldConfig, NVPPaperFieldConfig
 # ~0.2-0.3 dB better at equal steps late in the run, where gradients are small.
 ADAM_BETAS = (0.9, 0.99)
 ADAM_EPS = 1e-15
+ADAM_WEIGHT_DECAY = 1e-3  # the paper's
 
 
 @dataclass(frozen=True)
 class VideoMethod:
     field: VideoFieldConfig
     lr: float
-    """Initial learning rate of AdamW (cosine decay to lr / 1000, weight decay 1e-3, ADAM_BETAS, ADAM_EPS)."""
+    """Initial learning rate of AdamW (cosine decay to lr / 1000, ADAM_WEIGHT_DECAY, ADAM_BETAS, ADAM_EPS)."""
     description: str
 
 

@@ -22,7 +22,7 @@ import tyro
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from method_configs.fields import ADAM_BETAS, ADAM_EPS, METHODS
+from method_configs.fields import ADAM_BETAS, ADAM_EPS, ADAM_WEIGHT_DECAY, METHODS
 from nvp_nerfstudio.data.sampler import FramePixelSampler
 from nvp_nerfstudio.data.video import FrameSelection, VideoFrames, VideoInputError, load_video
 from nvp_nerfstudio.encodings.grid import GridBackend, GridEncoding, GridEncodingConfig
@@ -77,7 +77,7 @@ class BenchConfig:
     """Frames, evenly spaced, whose mean PSNR makes each point (0: every frame)."""
     lr: Optional[float] = None
     """Initial learning rate; None: the method's (cosine decay to a thousandth of it)."""
-    weight_decay: float = 1e-3
+    weight_decay: float = ADAM_WEIGHT_DECAY
     seed: int = 0
     output_dir: Path = Path("bench-results")
     # The run at hand, one of `methods` x `grid_backends` (set by main; other tools set them directly).

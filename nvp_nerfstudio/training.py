@@ -13,7 +13,7 @@ from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from nerfstudio.engine.trainer import TrainerConfig
 
-from method_configs.fields import ADAM_BETAS, ADAM_EPS
+from method_configs.fields import ADAM_BETAS, ADAM_EPS, ADAM_WEIGHT_DECAY
 from nvp_nerfstudio.data.video import SAMPLE_PREFIX
 
 
@@ -22,7 +22,7 @@ class AdamWOptimizerConfig(OptimizerConfig):
     """AdamW, which nerfstudio 1.1.5 lacks; the fused kernel is ~7x faster a step on a CPU."""
 
     _target: Type = torch.optim.AdamW
-    weight_decay: float = 1e-3
+    weight_decay: float = ADAM_WEIGHT_DECAY
     betas: Tuple[float, float] = ADAM_BETAS
     eps: float = ADAM_EPS
     fused: bool = True
@@ -55,7 +55,7 @@ class CosineToFinalScheduler(Scheduler):
         return LambdaLR(optimizer, lr_lambda=factor)
 
 
-def paper_optimizers(lr: float = 1e-2, final_lr: float = 1e-5, weight_decay: float = 1e-3) -> Dict[str, Any]:
+def paper_optimizers(lr: float = 1e-2, final_lr: float = 1e-5, weight_decay: float = ADAM_WEIGHT_DECAY) -> Dict[str, Any]:
     """NVP's optimisation: AdamW (ADAM_BETAS, ADAM_EPS), one parameter group, cosine decay from lr to final_lr over the run."""
     return {
         "fields": {

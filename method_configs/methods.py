@@ -42,6 +42,7 @@ def video_method(name: str, steps: int = 20000) -> MethodSpecification:
 
 nvp = video_method("nvp")
 nvp_large = video_method("nvp-large")
+nvp_fast = video_method("nvp-fast")
 nvp_paper = video_method("nvp-paper")
 siren_video = video_method("siren-video")
 ffn_video = video_method("ffn-video")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU figures in one run: NVP-S and the hash-grid baseline on the largest real sample clip (1280x720),
+# GPU figures in one run: NVP-S, its 32-wide-MLP variant and the hash-grid baseline on the largest real sample clip (1280x720),
 # 60 s of training each, decoding speed at 1080p; NVP with its MLP compiled, in float32 (TF32), and the
 # pure-torch grid path's throughput for comparison with the fused Triton kernels. Needs only the core (torch, triton,
 # numpy, av, tyro, rich, matplotlib): it runs where nerfstudio is not installed too.
@@ -15,7 +15,7 @@ bench() {  # NAME TIME_LIMIT ARGS...: one benchmark, its log beside its report; 
     PYTHONUNBUFFERED=1 timeout "$limit" python -m nvp_nerfstudio.bench --data "$clip" --seconds 60 \
         --eval-every 10 --output-dir "$out/$name" "$@" 2>&1 | tee "$out/$name.log" || status=1
 }
-bench nvp-and-ngp 250 --methods nvp ngp-video --decode-size 1920 1080
+bench nvp-and-ngp 330 --methods nvp nvp-fast ngp-video --decode-size 1920 1080
 bench nvp-compiled 200 --methods nvp --compile --batch-sizes 1048576 --decode-size 1920 1080
 bench nvp-float32-tf32 110 --methods nvp --mlp-precision float32 --tf32 --batch-sizes 1048576
 bench nvp-torch-grid 60 --methods nvp --grid-backends torch --seconds 0 --batch-sizes 1048576 --decode-frames 5

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from method_configs import methods
+from method_configs.fields import METHODS
 from nvp_nerfstudio.bench import BenchConfig, optimizer_for
 
 BIN = Path(sys.executable).parent
@@ -201,3 +202,14 @@ def test_ns_train_and_the_benchmark_build_the_same_optimizer(method: str) -> Non
     assert type(registered) is type(benchmark)
     keys = ("lr", "betas", "eps", "weight_decay", "fused")
     assert {k: registered.param_groups[0][k] for k in keys} == {k: benchmark.param_groups[0][k] for k in keys}
+
+
+def test_every_row_of_the_method_table_is_registered_with_nerfstudio() -> None:
+    from importlib.metadata import entry_points
+
+    # What `ns-train` lists: the installed package's entry points (a row without one would be silently missing).
+    ours = {entry.name: entry.load() for entry in entry_points(group="nerfstudio.method_configs") if entry.value.startswith("method_configs.")}
+    assert sorted(ours) == sorted(METHODS)
+    for name, specification in ours.items():
+        assert specification.config.method_name == name
+        assert specification.config.pipeline.model.field == METHODS[name].field

@@ -44,15 +44,15 @@ NVP_L = replace(
 )
 
 # NVP-S with a 32-wide modulated SIREN (the paper's: 128). On a 2-core CPU, where the MLP is half of a
-# step, it trains 1.5x the samples/s and decodes 1.8x the frames/s of NVP-S and reaches the same PSNR
-# in 5 minutes: there the keyframes carry the quality (8 keyframe levels instead of 16 lost 0.4 dB;
-# widths 32, 64 and 128 ended within 0.2 dB of each other). See the README's Benchmark.
+# step, it takes 1.4-1.5x NVP-S's steps and decodes 1.5x the frames/s; in 300 s runs it led NVP-S for
+# four minutes and ended ~0.1 dB behind. There the keyframes carry the quality (8 keyframe levels
+# instead of 16 lost ~0.3 dB; widths 32, 64 and 128 ended within 0.35 dB). See the README's Benchmark.
 NVP_FAST = replace(NVP_S, mlp=replace(NVP_S.mlp, hidden_dim=32))
 
 METHODS = {
     "nvp": VideoMethod(NVP_S, 1e-2, "NVP-S: latent keyframes + 3D hash grid + modulated SIREN, a neural field of a video"),
     "nvp-large": VideoMethod(NVP_L, 1e-2, "NVP-L: NVP with 4 features per level (higher quality, ~2x the parameters)"),
-    "nvp-fast": VideoMethod(NVP_FAST, 1e-2, "NVP-S with a 32-wide modulated SIREN: ~1.5x faster steps and ~1.8x faster decoding"),
+    "nvp-fast": VideoMethod(NVP_FAST, 1e-2, "NVP-S with a 32-wide modulated SIREN, sized for CPUs (~1.45x the steps of NVP-S)"),
     "nvp-paper": VideoMethod(
         NVPPaperFieldConfig(), 1e-2, "NVP-S with the reference code's 3D features: a coarse grid per frame, 3x3 cells read"
     ),

@@ -1,5 +1,5 @@
 """`ns-train nvp` end to end on a real clip, then `ns-eval` and a resume on its output; ns-train and the
-benchmark build the same optimizer."""
+benchmark build the same optimizer; every method of the table is registered with nerfstudio."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -205,10 +206,9 @@ def test_ns_train_and_the_benchmark_build_the_same_optimizer(method: str) -> Non
 
 
 def test_every_row_of_the_method_table_is_registered_with_nerfstudio() -> None:
-    from importlib.metadata import entry_points
-
     # What `ns-train` lists: the installed package's entry points (a row without one would be silently missing).
-    ours = {entry.name: entry.load() for entry in entry_points(group="nerfstudio.method_configs") if entry.value.startswith("method_configs.")}
+    group = entry_points(group="nerfstudio.method_configs")
+    ours = {entry.name: entry.load() for entry in group if entry.value.startswith("method_configs.")}
     assert sorted(ours) == sorted(METHODS)
     for name, specification in ours.items():
         assert specification.config.method_name == name

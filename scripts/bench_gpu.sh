@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# GPU figures in one run: NVP-S, nvp-fast (its 32-wide MLP) and the hash-grid baseline on the largest
-# real sample clip (1280x720), 60 s of training each, decoding speed at 1080p; NVP with its MLP compiled,
-# in float32 (TF32), and the pure-torch grid path's throughput for comparison with the fused Triton
-# kernels. Needs only the core (torch, triton, numpy, av, tyro, rich, matplotlib): it runs where
+# GPU figures in one run: NVP-S, nvp-fast (32-wide MLP, 2^21-entry 3D table) and the hash-grid baseline
+# on the largest real sample clip (1280x720), 60 s of training each, decoding speed at 1080p; NVP with
+# its MLP compiled, in float32 (TF32), and the pure-torch grid path's throughput for comparison with the
+# fused Triton kernels. Needs only the core (torch, triton, numpy, av, tyro, rich, matplotlib): it runs where
 # nerfstudio is not installed too.
 #   bash scripts/bench_gpu.sh [OUTPUT_DIR]      (CLIP=path/to/video to use another clip)
 set -u

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU figures in one run: NVP-S, nvp-fast (32-wide MLP, 2^21-entry 3D table) and the hash-grid baseline
+# GPU figures in one run: NVP-S, nvp-fast (32-wide MLP, finer 3D grid) and the hash-grid baseline
 # on the largest real sample clip (1280x720), 60 s of training each, decoding speed at 1080p; NVP with
 # its MLP compiled, in float32 (TF32), and the pure-torch grid path's throughput for comparison with the
 # fused Triton kernels. Needs only the core (torch, triton, numpy, av, tyro, rich, matplotlib): it runs where

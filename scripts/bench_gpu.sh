@@ -2,8 +2,8 @@
 # GPU figures in one run: NVP-S, nvp-fast (32-wide MLP, finer 3D grid) and the hash-grid baseline
 # on the largest real sample clip (1280x720), 60 s of training each, decoding speed at 1080p; NVP with
 # its MLP compiled, in float32 (TF32), and the pure-torch grid path's throughput for comparison with the
-# fused Triton kernels. Needs only the core (torch, triton, numpy, av, tyro, rich, matplotlib): it runs where
-# nerfstudio is not installed too.
+# fused Triton kernels. Needs only the core (torch, triton, numpy, av, tyro, rich, matplotlib): it runs
+# where nerfstudio is not installed too.
 #   bash scripts/bench_gpu.sh [OUTPUT_DIR]      (CLIP=path/to/video to use another clip)
 set -u
 out=${1:-bench-results/gpu}

@@ -196,6 +196,31 @@ def test_numba_grid_from_several_threads_at_once() -> None:
         torch.testing.assert_close(result, serial, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("grid_type,finest,features", NUMBA_CASES[:2])
+def test_numba_grid_gives_the_same_bits_with_any_thread_count(grid_type: str, finest: tuple, features: int) -> None:
+    """Threads split the forward by points and the backward by levels: each gradient row is still summed in point
+    order by one thread, so training does not depend on the core count."""
+    torch.manual_seed(0)
+    config = GridEncodingConfig(grid_type=grid_type, num_levels=7, features_per_level=features, log2_hashmap_size=10, base_resolution=4, init_scale=1.0)
+    grid = replace(config, backend="numba").setup(finest_resolution=finest)
+    points = torch.rand(5003, len(finest))  # not a whole number of the kernels' point blocks
+    upstream = torch.randn(len(points), grid.output_dim)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in sorted({1, threads}):
+            torch.set_num_threads(count)
+            grid.params.grad = None
+            features_out = grid(points)
+            (features_out * upstream).sum().backward()
+            results.append((features_out.detach(), grid.params.grad))
+    finally:
+        torch.set_num_threads(threads)
+    for features_out, grad in results[1:]:
+        torch.testing.assert_close(features_out, results[0][0], rtol=0, atol=0)
+        torch.testing.assert_close(grad, results[0][1], rtol=0, atol=0)
+
+
 def nvp_field(backend: str = "auto"):
     config = NVPFieldConfig()
     config.keyframes.backend = config.positional.backend = backend

@@ -1,8 +1,8 @@
 """Compiled CPU kernels for 2D and 3D multi-resolution grids (numba): one pass over the points computes
 each level's corners and interpolates the table (forward) or scatters the gradient into it (backward).
 
-Threads split the work by level: levels own disjoint rows of the table, so the backward needs no atomics
-and no per-thread copy of the gradient. The indexing repeats the torch path's (tiny-cuda-nn's float32
+The forward splits the points between threads; the backward splits the levels: levels own disjoint rows
+of the table, so it needs no atomics and no per-thread copy of the gradient. The indexing repeats the torch path's (tiny-cuda-nn's float32
 scales, +0.5 offset, dense index with wrap, coherent prime hash); the tests compare the two.
 
 Both kernels are registered as torch operators, so torch.compile keeps them as single calls in its graph.
@@ -103,11 +103,11 @@ def _apply(rows, weights, table, values, point, column, scatter) -> None:
 
 
 @numba.njit(cache=True, boundscheck=False)
-def _level_kernel(x, table, values, level, scales, resolutions, sizes, offsets, hashed, primes, scatter) -> None:
-    """Every point at one level (a function of its own: numba's parallel loop cannot take inlined helpers)."""
+def _points_at_level(x, table, values, start, stop, level, scales, resolutions, sizes, offsets, hashed, primes, scatter) -> None:
+    """Points start..stop-1 at one level (a function of its own: numba's parallel loop cannot take inlined helpers)."""
     scale, resolution, size, offset, level_hashed = scales[level], resolutions[level], sizes[level], offsets[level], hashed[level]
     column = level * table.shape[1]
-    for point in range(x.shape[0]):
+    for point in range(start, stop):
         if x.shape[1] == 2:
             rows, weights = _corners_2d(x, point, scale, resolution, size, offset, level_hashed, primes)
             _apply(rows, weights, table, values, point, column, scatter)
@@ -116,16 +116,42 @@ def _level_kernel(x, table, values, level, scales, resolutions, sizes, offsets, 
             _apply(rows_3d, weights_3d, table, values, point, column, scatter)
 
 
+# Points a thread takes at a time: their slice of `values` (block x levels x features) stays in its L1/L2 cache
+# while it goes through the levels.
+BLOCK = 1024
+
+
 @numba.njit(parallel=True, cache=True)
-def _grid_kernel(x, table, values, scales, resolutions, sizes, offsets, hashed, primes, scatter) -> None:
-    for level in numba.prange(scales.shape[0]):
-        _level_kernel(x, table, values, level, scales, resolutions, sizes, offsets, hashed, primes, scatter)
+def _forward_kernel(parts, x, table, values, scales, resolutions, sizes, offsets, hashed, primes) -> None:
+    """Each part (thread) takes a run of points and writes whole rows of `values`: no cache line is shared."""
+    points = x.shape[0]
+    for part in numba.prange(parts):
+        for start in range(points * part // parts, points * (part + 1) // parts, BLOCK):
+            stop = min(points * (part + 1) // parts, start + BLOCK)
+            for level in range(scales.shape[0]):
+                _points_at_level(x, table, values, start, stop, level, scales, resolutions, sizes, offsets, hashed, primes, False)
 
 
-def _run(x: Tensor, table: Tensor, values: Tensor, levels: list[Tensor], scatter: bool) -> None:
+@numba.njit(parallel=True, cache=True)
+def _backward_kernel(parts, x, grad, values, scales, resolutions, sizes, offsets, hashed, primes) -> None:
+    """grad = 0, then += every point's gradient. Threads split the levels (level % threads): each owns its levels'
+    rows, so the scatter needs no atomics, and adds a row's terms in point order (the same sum with any thread
+    count). Dealt round-robin, the costly fine levels spread over the threads."""
+    levels, points = scales.shape[0], x.shape[0]
+    for part in numba.prange(parts):
+        for level in range(part, levels, parts):
+            grad[offsets[level] : offsets[level] + sizes[level]] = 0.0
+        for start in range(0, points, BLOCK):
+            for level in range(part, levels, parts):
+                stop = min(points, start + BLOCK)
+                _points_at_level(x, grad, values, start, stop, level, scales, resolutions, sizes, offsets, hashed, primes, True)
+
+
+def _run(kernel, x: Tensor, table: Tensor, values: Tensor, levels: list[Tensor]) -> None:
     with _KERNEL_LOCK:
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-        _grid_kernel(x.numpy(), table.numpy(), values.numpy(), *(level.numpy() for level in levels), scatter)
+        threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(threads)
+        kernel(threads, x.numpy(), table.numpy(), values.numpy(), *(level.numpy() for level in levels))
 
 
 @torch.library.custom_op("nvp::grid_features", mutates_args=())
@@ -134,7 +160,7 @@ def grid_features(
 ) -> Tensor:
     """Features of scaled points x [n, dims] from a grid table [entries, features]: [n, levels * features]."""
     out = x.new_empty(x.shape[0], scales.shape[0] * table.shape[1])
-    _run(x, table, out, [scales, resolutions, sizes, offsets, hashed, primes], scatter=False)
+    _run(_forward_kernel, x, table, out, [scales, resolutions, sizes, offsets, hashed, primes])
     return out
 
 
@@ -148,8 +174,8 @@ def grid_features_backward(
     x: Tensor, grad_out: Tensor, rows: int, scales: Tensor, resolutions: Tensor, sizes: Tensor, offsets: Tensor, hashed: Tensor, primes: Tensor
 ) -> Tensor:
     """The gradient of grid_features with respect to its table of `rows` entries."""
-    grad_table = grad_out.new_zeros(rows, grad_out.shape[1] // scales.shape[0])
-    _run(x, grad_table, grad_out.contiguous(), [scales, resolutions, sizes, offsets, hashed, primes], scatter=True)
+    grad_table = grad_out.new_empty(rows, grad_out.shape[1] // scales.shape[0])  # the kernel zeroes it, level by level
+    _run(_backward_kernel, x, grad_table, grad_out.contiguous(), [scales, resolutions, sizes, offsets, hashed, primes])
     return grad_table
 
 

@@ -2,8 +2,9 @@
 each level's corners and interpolates the table (forward) or scatters the gradient into it (backward).
 
 The forward splits the points between threads; the backward splits the levels: levels own disjoint rows
-of the table, so it needs no atomics and no per-thread copy of the gradient. The indexing repeats the torch path's (tiny-cuda-nn's float32
-scales, +0.5 offset, dense index with wrap, coherent prime hash); the tests compare the two.
+of the table, so it needs no atomics and no per-thread copy of the gradient. The indexing repeats the
+torch path's (tiny-cuda-nn's float32 scales, +0.5 offset, dense index with wrap, coherent prime hash);
+the tests compare the two.
 
 Both kernels are registered as torch operators, so torch.compile keeps them as single calls in its graph.
 numba compiles them on first use (seconds) and caches the machine code on disk.
@@ -142,8 +143,8 @@ def _backward_kernel(parts, x, grad, values, scales, resolutions, sizes, offsets
         for level in range(part, levels, parts):
             grad[offsets[level] : offsets[level] + sizes[level]] = 0.0
         for start in range(0, points, BLOCK):
+            stop = min(points, start + BLOCK)
             for level in range(part, levels, parts):
-                stop = min(points, start + BLOCK)
                 _points_at_level(x, grad, values, start, stop, level, scales, resolutions, sizes, offsets, hashed, primes, True)
 
 

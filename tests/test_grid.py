@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -206,9 +207,11 @@ def test_numba_grid_gives_the_same_bits_with_any_thread_count(grid_type: str, fi
     points = torch.rand(5003, len(finest))  # not a whole number of the kernels' point blocks
     upstream = torch.randn(len(points), grid.output_dim)
     threads = torch.get_num_threads()
+    if min(threads, numba.config.NUMBA_NUM_THREADS) < 2:
+        pytest.skip("needs two threads for the kernels to compare against one")
     results = []
     try:
-        for count in sorted({1, threads}):
+        for count in (1, threads):
             torch.set_num_threads(count)
             grid.params.grad = None
             features_out = grid(points)

@@ -127,8 +127,9 @@ def _forward_kernel(parts, x, table, values, scales, resolutions, sizes, offsets
     """Each part (thread) takes a run of points and writes whole rows of `values`: no cache line is shared."""
     points = x.shape[0]
     for part in numba.prange(parts):
-        for start in range(points * part // parts, points * (part + 1) // parts, BLOCK):
-            stop = min(points * (part + 1) // parts, start + BLOCK)
+        first, end = points * part // parts, points * (part + 1) // parts
+        for start in range(first, end, BLOCK):
+            stop = min(end, start + BLOCK)
             for level in range(scales.shape[0]):
                 _points_at_level(x, table, values, start, stop, level, scales, resolutions, sizes, offsets, hashed, primes, False)
 

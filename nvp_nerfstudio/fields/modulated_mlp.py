@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Type
 
+import os
+
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
 from nvp_nerfstudio.config import InstantiateConfig
+from nvp_nerfstudio.encodings.grid import triton_available
 from nvp_nerfstudio.fields.mlp import Siren
 
 
@@ -27,6 +30,9 @@ class ModulatedSirenConfig(InstantiateConfig):
     """Arithmetic of the layers after the first sine layer, up to the head: bfloat16 halves the memory traffic
     and runs on bf16 units (GPUs from Ampere on, AVX512-BF16 CPUs); auto picks it where the hardware has them.
     The first layer (sin of w0 * t, w0 = 30) and the RGB head stay float32, as do the weights and the optimizer."""
+    backend: Literal["auto", "torch", "triton"] = "auto"
+    """`triton`: fused kernels, every layer of a block of samples in one launch (bfloat16; CUDA, or Triton's
+    interpreter); `auto` picks them on CUDA where Triton is installed and the MLP runs in bfloat16."""
 
 
 @torch.compiler.assume_constant_result  # a fact of the machine: compiled graphs take it as a constant
@@ -55,8 +61,18 @@ class ModulatedSiren(nn.Module):
             nn.Linear(latent_dim if i == 0 else width + latent_dim, width) for i in range(config.num_layers)
         )
         self.activation = nn.LeakyReLU(config.leaky_relu_slope)
+        if config.backend == "triton":
+            from nvp_nerfstudio.fields.triton_modulated_siren import unsupported_reason
+
+            reason = unsupported_reason(width, out_dim)
+            if reason or config.precision == "float32":
+                raise ValueError(f"backend 'triton' for the modulated SIREN: {reason or 'its kernels run in bfloat16, not float32'}")
 
     def forward(self, t: Float[Tensor, "n 1"], latent: Float[Tensor, "n latent"]) -> Float[Tensor, "n out"]:
+        if self.uses_triton(t.device.type):
+            from nvp_nerfstudio.fields.triton_modulated_siren import modulated_siren
+
+            return modulated_siren(self, t, latent)
         synthesis, omegas = self.synthesis.layers, self.synthesis.omegas
         # In bfloat16, w0 * (W t + b) would be off by ~0.1 rad: the first sine layer stays float32.
         hidden = torch.sin(omegas[0] * synthesis[0](t))
@@ -74,6 +90,22 @@ class ModulatedSiren(nn.Module):
                     pre_activation = omegas[layer] * pre_activation
                 hidden = torch.sin(pre_activation) * modulation
         return self.synthesis.head(hidden.float())
+
+    def uses_triton(self, device_type: str) -> bool:
+        backend = self.config.backend
+        if backend == "triton":
+            if device_type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+                raise RuntimeError(
+                    "the modulated SIREN's triton backend needs CUDA tensors (or TRITON_INTERPRET=1, Triton's slow "
+                    "interpreter); use backend 'torch' on CPU"
+                )
+            return True
+        if backend == "torch" or device_type != "cuda" or not triton_available():
+            return False
+        from nvp_nerfstudio.fields.triton_modulated_siren import unsupported_reason
+
+        width, out_dim = self.config.hidden_dim, self.synthesis.head.out_features
+        return self.uses_bfloat16(device_type) and unsupported_reason(width, out_dim) is None
 
     def uses_bfloat16(self, device_type: str) -> bool:
         precision = self.config.precision

@@ -55,6 +55,9 @@ class BenchConfig:
     """Let CUDA matrix products use TF32 tensor cores (the MLPs; the paper trains in full fp32)."""
     mlp_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """Arithmetic of NVP's modulated SIREN (see ModulatedSirenConfig.precision); other fields ignore it."""
+    mlp_backends: Tuple[Literal["auto", "torch", "triton"], ...] = ("auto",)
+    """Kernels NVP's modulated SIREN runs with, one run each (see ModulatedSirenConfig.backend; auto: the fused
+    Triton kernels on CUDA with a bfloat16 MLP); methods without it run once."""
     compile: bool = False
     """Run the field through torch.compile: all of it on a CPU or with the torch grid path (the numba kernels
     are torch operators; the step breakdown then times the compiled forward as one), else, with the Triton
@@ -83,6 +86,7 @@ class BenchConfig:
     # The run at hand, one of `methods` x `grid_backends` (set by main; other tools set them directly).
     method: tyro.conf.Suppress[str] = "nvp"
     grid_backend: tyro.conf.Suppress[GridBackend] = "auto"
+    mlp_backend: tyro.conf.Suppress[Literal["auto", "torch", "triton"]] = "auto"
 
 
 def peak_rss_mib() -> float:
@@ -140,7 +144,7 @@ def build_field(config: BenchConfig, shape: VideoShape) -> VideoField:
     """The field on its device, compiled in place when asked."""
     torch.manual_seed(config.seed)
     field_config = with_nested(METHODS[config.method].field, GridEncodingConfig, backend=config.grid_backend)
-    field_config = with_nested(field_config, ModulatedSirenConfig, precision=config.mlp_precision)
+    field_config = with_nested(field_config, ModulatedSirenConfig, precision=config.mlp_precision, backend=config.mlp_backend)
     field_module = field_config.setup(shape=shape).to(config.device)
     if config.compile:
         compile_in_place(field_module, whole=compiles_whole_field(config))
@@ -376,7 +380,8 @@ def psnr_against_time(
 
 
 def run_label(run: BenchConfig) -> str:
-    return run.method if run.grid_backend == "auto" else f"{run.method} ({run.grid_backend} grids)"
+    kernels = [f"{backend} {part}" for backend, part in ((run.grid_backend, "grids"), (run.mlp_backend, "MLP")) if backend != "auto"]
+    return f"{run.method} ({', '.join(kernels)})" if kernels else run.method
 
 
 def check_methods(names: Sequence[str]) -> None:
@@ -386,23 +391,27 @@ def check_methods(names: Sequence[str]) -> None:
         raise SystemExit(f"error: unknown method(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(METHODS)}")
 
 
-def uses_grids(config: Any) -> bool:
-    """Whether a (nested) field config holds a grid encoding."""
-    if isinstance(config, GridEncodingConfig):
+def holds(config: Any, kind: type) -> bool:
+    """Whether a (nested) field config holds a config of this kind."""
+    if isinstance(config, kind):
         return True
-    return is_dataclass(config) and any(uses_grids(getattr(config, f.name)) for f in fields(config))
+    return is_dataclass(config) and any(holds(getattr(config, f.name), kind) for f in fields(config))
 
 
 def expand_runs(config: BenchConfig) -> list[BenchConfig]:
-    """One run per method and grid backend, in the order given; a method without grids runs once."""
+    """One run per method, grid backend and MLP backend, in the order given; a method without grids (or
+    without a modulated SIREN) runs once for those."""
     methods = tuple(METHODS) if config.methods == ("all",) else config.methods
     check_methods(methods)
     if not config.grid_backends:
         raise SystemExit("error: no grid backend given: choose from auto, torch, numba, triton, tcnn")
+    if not config.mlp_backends:
+        raise SystemExit("error: no MLP backend given: choose from auto, torch, triton")
     return [
-        replace(config, method=method, grid_backend=backend)
+        replace(config, method=method, grid_backend=grids, mlp_backend=mlp)
         for method in methods
-        for backend in (config.grid_backends if uses_grids(METHODS[method].field) else ("auto",))
+        for grids in (config.grid_backends if holds(METHODS[method].field, GridEncodingConfig) else ("auto",))
+        for mlp in (config.mlp_backends if holds(METHODS[method].field, ModulatedSirenConfig) else ("auto",))
     ]
 
 

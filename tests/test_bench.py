@@ -47,12 +47,20 @@ def test_all_methods_expand_to_one_run_per_grid_backend() -> None:
     ]
 
 
+def test_mlp_backends_expand_only_methods_with_a_modulated_siren() -> None:
+    runs = expand_runs(BenchConfig(methods=("nvp", "ngp-video", "nvp-fast"), mlp_backends=("torch", "triton")))
+    assert [(run.method, run.mlp_backend) for run in runs] == [
+        ("nvp", "torch"), ("nvp", "triton"), ("ngp-video", "auto"), ("nvp-fast", "torch"), ("nvp-fast", "triton")
+    ]
+
+
 @pytest.mark.parametrize(
     "overrides,message",
     [
         ({"methods": ("nvp", "nope")}, r"unknown method\(s\) nope"),
         ({"grid_backends": ("tcnn",)}, r"nvp \(tcnn grids\) cannot run on cpu"),
         ({"grid_backends": ("numba", "triton")}, r"nvp \(triton grids\) cannot run on cpu: the triton grid backend needs CUDA"),
+        ({"mlp_backends": ("triton",)}, r"nvp \(triton MLP\) cannot run on cpu: the modulated SIREN's triton backend needs CUDA"),
         ({"data": "no-such-clip.mp4"}, "no-such-clip.mp4"),
     ],
 )

@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from nvp_nerfstudio.fields.modulated_mlp import ModulatedSiren
 
 OUT_PAD = 16  # the RGB head's columns, padded to the smallest matrix-product width
-BLOCK = 64
-NUM_WARPS = 4
+# Samples per program and warps per program of each kernel (scripts/bench_kernels.py compares others).
+FORWARD_LAUNCH = {"BLOCK_ROWS": 64, "num_warps": 4}
+BACKWARD_LAUNCH = {"BLOCK_ROWS": 64, "num_warps": 4}
 
 
 def padded_latent_dim(latent_dim: int) -> int:
@@ -256,9 +257,7 @@ def _constants(siren: "ModulatedSiren", latent_dim: int, out_dim: int) -> dict:
         "LAYERS": config.num_layers,
         "OUT": out_dim,
         "OUT_COLS": OUT_PAD,
-        "BLOCK_ROWS": BLOCK,
         "INTERPRETED": os.environ.get("TRITON_INTERPRET") == "1",
-        "num_warps": NUM_WARPS,
     }
 
 
@@ -276,11 +275,11 @@ class _ModulatedSirenFunction(torch.autograd.Function):
         weights = _PackedWeights(siren, latent_dim)
         constants = _constants(siren, latent_dim, out_dim)
         out = torch.empty(n, out_dim, device=latent.device, dtype=torch.float32)
-        _forward_kernel[(triton.cdiv(n, BLOCK),)](
+        _forward_kernel[(triton.cdiv(n, FORWARD_LAUNCH["BLOCK_ROWS"]),)](
             t, latent, out, n, latent_dim,
             weights.first_weight, weights.synthesis_bias, weights.modulator_bias, weights.first_modulator,
             weights.modulator_from_m, weights.modulator_from_z, weights.synthesis, weights.head_hi, weights.head_lo,
-            weights.head_bias, **constants,
+            weights.head_bias, **constants, **FORWARD_LAUNCH,
         )
         ctx.save_for_backward(t, latent)
         ctx.siren, ctx.weights, ctx.constants = siren, weights, constants
@@ -300,10 +299,11 @@ class _ModulatedSirenFunction(torch.autograd.Function):
         p, dp = (torch.empty(max(layers - 1, 1), n, width, **scratch) for _ in range(2))
         dws0 = torch.zeros(width, device=latent.device, dtype=torch.float32)
         dbs, dbm = (torch.zeros(layers, width, device=latent.device, dtype=torch.float32) for _ in range(2))
-        _backward_kernel[(triton.cdiv(n, BLOCK),)](
+        _backward_kernel[(triton.cdiv(n, BACKWARD_LAUNCH["BLOCK_ROWS"]),)](
             t, latent, dout, dz, zb, m, h, p, dq, dp, dws0, dbs, dbm, n, latent_dim,
             weights.first_weight, weights.synthesis_bias, weights.modulator_bias, weights.first_modulator,
             weights.modulator_from_m, weights.modulator_from_z, weights.synthesis, weights.head, **constants,
+            **BACKWARD_LAUNCH,
         )
         # Weight gradients: sums over the samples, as matrix products of the buffers (bfloat16 in, as autocast's).
         synthesis = [(dws0[:, None], dbs[0])]

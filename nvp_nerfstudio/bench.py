@@ -58,6 +58,9 @@ class BenchConfig:
     mlp_backends: Tuple[Literal["auto", "torch", "triton"], ...] = ("auto",)
     """Kernels NVP's modulated SIREN runs with, one run each (see ModulatedSirenConfig.backend; auto: the fused
     Triton kernels on CUDA with a bfloat16 MLP); methods without it run once."""
+    cuda_graph: bool = False
+    """Record one training step (sampling, forward, loss, backward, AdamW) as a CUDA graph and replay it: no
+    Python between kernels. CUDA only; not with an inpainting mask (its batches change shape)."""
     compile: bool = False
     """Run the field through torch.compile: all of it on a CPU or with the torch grid path (the numba kernels
     are torch operators; the step breakdown then times the compiled forward as one), else, with the Triton
@@ -180,20 +183,81 @@ def initial_lr(config: BenchConfig) -> float:
 
 
 def optimizer_for(field_module: VideoField, config: BenchConfig) -> torch.optim.Optimizer:
+    lr = initial_lr(config)
+    if config.cuda_graph:  # a graph replays AdamW's kernels with their arguments: the rate must be a tensor
+        lr = torch.tensor(lr, device=config.device)
     return torch.optim.AdamW(
-        field_module.parameters(), initial_lr(config), ADAM_BETAS, ADAM_EPS, config.weight_decay, fused=True
+        field_module.parameters(), lr, ADAM_BETAS, ADAM_EPS, config.weight_decay, fused=True, capturable=config.cuda_graph
     )
 
 
-def train_step(field_module: VideoField, optimizer: torch.optim.Optimizer, sampler: FramePixelSampler, batch: int) -> int:
-    """One step on about `batch` pixels; returns how many it trained on (whole-frame batches round)."""
+def step_on_batch(
+    field_module: VideoField, optimizer: torch.optim.Optimizer, sampler: FramePixelSampler, batch: int
+) -> tuple[torch.Tensor, int]:
+    """One step on about `batch` pixels, left running on the device: its loss, and how many pixels it
+    trained on (whole-frame batches round)."""
     indices, rgb = sampler.sample(batch)
     loss = torch.nn.functional.mse_loss(field_module(sampler.coordinates(indices)), rgb)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    loss.item()  # synchronises CUDA, so wall times are honest
-    return len(indices)
+    return loss, len(indices)
+
+
+class TrainSteps:
+    """Training steps of one field at a fixed batch size: eager, or one step recorded as a CUDA graph and
+    replayed (config.cuda_graph). With warm_up, a first step (compiling kernels, recording the graph) runs
+    outside any clock, and the field and AdamW are then put back as they were."""
+
+    def __init__(self, config: BenchConfig, field_module: VideoField, sampler: FramePixelSampler, batch: int, warm_up: bool) -> None:
+        self.config, self.field_module, self.sampler, self.batch = config, field_module, sampler, batch
+        self.graph: Optional[torch.cuda.CUDAGraph] = None
+        if config.cuda_graph and (not is_cuda(config) or sampler.missing is not None):
+            raise ValueError("--cuda-graph needs CUDA and batches of one shape (no inpainting mask)")
+        initial = {name: value.clone() for name, value in field_module.state_dict().items()}
+        self.optimizer = optimizer_for(field_module, config)
+        if not (warm_up or config.cuda_graph):
+            return
+        start = time.perf_counter()
+        if config.cuda_graph:
+            self.record_graph()
+        else:
+            self()
+        CONSOLE.print(f"{config.method}: warming up took {time.perf_counter() - start:.1f} s (not counted as training time)")
+        field_module.load_state_dict(initial)
+        if self.graph is None:
+            self.optimizer = optimizer_for(field_module, config)
+        else:  # the graph holds AdamW's state tensors: start them over in place
+            for state in self.optimizer.state.values():
+                for value in state.values():
+                    value.zero_()
+
+    def record_graph(self) -> None:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # eager steps first: Triton compiles, cuBLAS picks kernels, AdamW makes its state
+            for _ in range(2):
+                step_on_batch(self.field_module, self.optimizer, self.sampler, self.batch)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        self.graph.register_generator_state(self.sampler.generator)  # each replay draws new pixels
+        with torch.cuda.graph(self.graph):
+            self.loss, self.samples = step_on_batch(self.field_module, self.optimizer, self.sampler, self.batch)
+
+    def __call__(self, lr: Optional[float] = None) -> int:
+        """One step (at learning rate lr, if given); returns how many pixels it trained on."""
+        for group in self.optimizer.param_groups if lr is not None else ():
+            if torch.is_tensor(group["lr"]):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+        if self.graph is not None:
+            self.graph.replay()
+            loss, samples = self.loss, self.samples
+        else:
+            loss, samples = step_on_batch(self.field_module, self.optimizer, self.sampler, self.batch)
+        loss.item()  # synchronises CUDA, so wall times are honest
+        return samples
 
 
 def measure_throughput(config: BenchConfig, video: VideoFrames, shape: VideoShape) -> list[dict]:
@@ -203,11 +267,10 @@ def measure_throughput(config: BenchConfig, video: VideoFrames, shape: VideoShap
     for batch in batch_sizes:
         reset_peak_memory(config)
         field_module = build_field(config, shape)
-        optimizer = optimizer_for(field_module, config)
         sampler = sampler_for(config, video, field_module)
-        train_step(field_module, optimizer, sampler, batch)
+        train_steps = TrainSteps(config, field_module, sampler, batch, warm_up=True)
         start = time.perf_counter()
-        samples = sum(train_step(field_module, optimizer, sampler, batch) for _ in range(config.throughput_steps))
+        samples = sum(train_steps() for _ in range(config.throughput_steps))
         seconds = (time.perf_counter() - start) / config.throughput_steps
         rate = samples / config.throughput_steps / seconds
         with torch.no_grad():
@@ -226,7 +289,7 @@ def measure_throughput(config: BenchConfig, video: VideoFrames, shape: VideoShap
             f"batch 2^{int(math.log2(batch))}: training {rate / 1e3:8.1f} k samples/s ({seconds * 1e3:.0f} ms a step), "
             f"inference {inference_rate / 1e3:8.1f} k samples/s"
         )
-        del field_module, optimizer, sampler
+        del field_module, train_steps, sampler
     return rows
 
 
@@ -335,17 +398,11 @@ def psnr_against_time(
     """PSNR points of a run trained on `train_frames` (default: all) for config.seconds of wall time
     (or config.steps steps), scored on `eval_frames` (default: config.eval_frames of them), and the trained field."""
     field_module = build_field(config, shape)
-    optimizer = optimizer_for(field_module, config)
     sampler = sampler_for(config, video, field_module, train_frames)
     batch = training_batch(config)
     chunk = render_chunk(config)
-    if config.compile:  # compile outside the clock: one step, then back to the initial weights and optimizer
-        initial = {name: value.clone() for name, value in field_module.state_dict().items()}
-        start = time.perf_counter()
-        train_step(field_module, optimizer, sampler, batch)
-        CONSOLE.print(f"compiling took {time.perf_counter() - start:.0f} s (not counted as training time)")
-        field_module.load_state_dict(initial)
-        optimizer = optimizer_for(field_module, config)
+    # Compiling (torch.compile; Triton's kernels on CUDA) happens outside the clock.
+    train_steps = TrainSteps(config, field_module, sampler, batch, warm_up=config.compile or is_cuda(config))
     if eval_frames is None:
         eval_frames = evenly_spaced(range(video.num_frames), config.eval_frames)
     points, trained, steps, samples, next_eval = [], 0.0, 0, 0, config.eval_every
@@ -359,10 +416,8 @@ def psnr_against_time(
         while done_fraction() < 1.0:
             # Cosine decay over the run, as the paper's schedule.
             lr = initial_lr(config) * (1e-3 + 0.5 * (1 - 1e-3) * (1 + math.cos(math.pi * done_fraction())))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             start = time.perf_counter()
-            samples += train_step(field_module, optimizer, sampler, batch)
+            samples += train_steps(lr)
             trained += time.perf_counter() - start
             steps += 1
             if trained >= next_eval or done_fraction() >= 1.0:
@@ -418,6 +473,8 @@ def expand_runs(config: BenchConfig) -> list[BenchConfig]:
 def preflight(run: BenchConfig, shape: VideoShape) -> None:
     """Build the run's field and query it once, so a backend that cannot run here stops the benchmark
     before any other run spends its time."""
+    if run.cuda_graph and not is_cuda(run):
+        raise SystemExit(f"error: --cuda-graph needs CUDA; {run.device} has no CUDA graphs: leave the flag off")
     try:
         build_field(replace(run, compile=False), shape)(torch.rand(4, 3, device=run.device))
     except (RuntimeError, ImportError, ValueError) as err:
@@ -465,6 +522,7 @@ def report_lines(config: BenchConfig, summary: dict) -> list[str]:
         *(["TF32"] if config.tf32 else []),
         *([f"{config.mlp_precision} MLP"] if config.mlp_precision != "auto" else []),
         *(["compiled (outside the clock)"] if config.compile else []),
+        *(["CUDA graph"] if config.cuda_graph else []),
     ]
     memory_header = "peak RSS (MiB)" + (" | peak CUDA (MiB)" if "peak_cuda_mib" in runs[0] else "")
 

@@ -61,6 +61,7 @@ def test_mlp_backends_expand_only_methods_with_a_modulated_siren() -> None:
         ({"grid_backends": ("tcnn",)}, r"nvp \(tcnn grids\) cannot run on cpu"),
         ({"grid_backends": ("numba", "triton")}, r"nvp \(triton grids\) cannot run on cpu: the triton grid backend needs CUDA"),
         ({"mlp_backends": ("triton",)}, r"nvp \(triton MLP\) cannot run on cpu: the modulated SIREN's triton backend needs CUDA"),
+        ({"cuda_graph": True}, r"--cuda-graph needs CUDA"),
         ({"data": "no-such-clip.mp4"}, "no-such-clip.mp4"),
     ],
 )

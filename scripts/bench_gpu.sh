@@ -8,7 +8,8 @@
 #   5. nvp-fast, 60 s.
 # Needs only the core (torch, triton, numpy, av, tyro, rich, matplotlib), not nerfstudio.
 #   bash scripts/bench_gpu.sh [OUTPUT_DIR]      (CLIP=path/to/video to use another clip)
-# Each part is cut at its own limit or at what is left of BUDGET seconds (default 510), whichever comes first.
+# Each part is cut at its own limit or at what is left of BUDGET seconds (default 510), whichever comes first;
+# PARTS="tests kernels" runs only the parts named.
 set -u
 cd "$(dirname "$0")/.."
 out=${1:-bench-results/gpu}
@@ -21,6 +22,7 @@ status=0
 part() {  # NAME TIME_LIMIT COMMAND...: one part, its log in OUTPUT_DIR/NAME.log; a failure does not stop the others
     local name=$1 limit=$2
     shift 2
+    [[ -z ${PARTS:-} || " $PARTS " == *" $name "* ]] || return 0
     local left=$((budget - SECONDS))
     if ((left < 20)); then
         echo "skipped $name: the budget of ${budget} s is spent" | tee "$out/$name.log"

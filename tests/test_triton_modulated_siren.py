@@ -139,3 +139,17 @@ def test_triton_backend_refuses_what_it_cannot_run(changes: dict, message: str) 
 def test_auto_keeps_the_torch_path_on_a_cpu() -> None:
     module = ModulatedSirenConfig().setup(latent_dim=8)
     assert not module.uses_triton("cpu")
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="the automatic choice of kernels is made on CUDA")
+def test_auto_decodes_through_the_fused_kernels_on_cuda() -> None:
+    """nvp-render, nvp-decompress and the viewer query the field's forward: on CUDA it runs the fused kernels."""
+    pytest.importorskip("triton")
+    from method_configs.fields import METHODS
+    from nvp_nerfstudio.render import render_frame
+
+    field = METHODS["nvp"].field.setup(shape=VideoShape(num_frames=4, height=16, width=24)).to(DEVICE)
+    assert field.mlp.uses_triton("cuda")
+    fused_frame = render_frame(field, 0.5, 16, 24)
+    field.mlp.config = replace(field.mlp.config, backend="torch")  # a copy: the method table stays as it is
+    assert torch.allclose(fused_frame, render_frame(field, 0.5, 16, 24), atol=2e-2)

@@ -7,6 +7,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from unittest import mock
 
 import numba
 import numpy as np
@@ -143,18 +144,101 @@ def check_triton_matches_torch(grid_type: str, finest: tuple, features: int, dev
     torch.testing.assert_close(encoding.params.grad, expected_grad, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("grid_type,finest,features", TRITON_CASES)
-def test_triton_backend_matches_torch(grid_type: str, finest: tuple, features: int) -> None:
-    """The fused kernels, compiled on CUDA; on a CPU run by Triton's interpreter, which must be switched on
-    before Triton is first imported: in a fresh interpreter, since other tests may have imported it."""
+def run_triton_check(check: str, *args) -> None:
+    """Runs test_grid's `check` with the fused kernels, compiled on CUDA; on a CPU run by Triton's interpreter,
+    which must be switched on before Triton is first imported: in a fresh interpreter, since other tests may
+    have imported it."""
     pytest.importorskip("triton")
     if DEVICE == "cuda":
-        check_triton_matches_torch(grid_type, finest, features, DEVICE)
+        globals()[check](*args, DEVICE)
         return
-    code = f"import test_grid; test_grid.check_triton_matches_torch({grid_type!r}, {finest!r}, {features}, 'cpu')"
+    code = f"import test_grid; test_grid.{check}(*{args!r}, 'cpu')"
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("grid_type,finest,features", TRITON_CASES)
+def test_triton_backend_matches_torch(grid_type: str, finest: tuple, features: int) -> None:
+    run_triton_check("check_triton_matches_torch", grid_type, finest, features)
+
+
+PLANE_AXES = ((0, 1), (0, 2), (1, 2))
+
+
+def check_fused_planes_match_torch(device: str) -> None:
+    from nvp_nerfstudio.encodings import triton_grid
+
+    torch.manual_seed(0)
+    config = GridEncodingConfig(grid_type="dense", num_levels=4, features_per_level=2, base_resolution=4, init_scale=1.0, backend="torch")
+    finest = (50, 30, 40)  # x, y, t
+    planes = [config.setup(finest_resolution=[finest[axis] for axis in axes]).to(device) for axes in PLANE_AXES]
+    rows, cols = triton_grid._reduce_tile(planes)
+    sizes = [size for plane in planes for size in plane.layout.level_sizes]
+    assert min(sizes) <= rows * cols < max(sizes)  # levels of 16 to 488 entries pre-reduce, 1600 to 2504 do not
+    xyt = torch.rand(1000, 3, device=device)  # neither a whole number of point blocks nor of matrix products
+    xyt[:4] = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.5], [1.0, 0.0, 1.0]], device=device)
+    expected = torch.cat([plane(xyt[:, list(axes)]) for plane, axes in zip(planes, PLANE_AXES)], dim=-1)
+    upstream = torch.randn_like(expected)
+    (expected * upstream).sum().backward()
+    expected_grads = [plane.params.grad for plane in planes]
+    for plane in planes:
+        plane.params.grad = None
+    # Chunks of 256 points: four programs per pre-reduced level, the last one partial.
+    with mock.patch.object(triton_grid, "REDUCE_CHUNK", 256):
+        features = triton_grid.grids_forward(planes, xyt, PLANE_AXES)
+        (features * upstream).sum().backward()
+    torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-4)
+    for plane, expected_grad in zip(planes, expected_grads):
+        torch.testing.assert_close(plane.params.grad, expected_grad, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_keyframe_planes_match_torch() -> None:
+    """Three planes evaluated together (one forward launch, one or two backward): their features side by side,
+    each plane's gradient its own."""
+    run_triton_check("check_fused_planes_match_torch")
+
+
+def check_nvp_latent_fused_matches_torch(device: str) -> None:
+    torch.manual_seed(0)
+    fields = []
+    for backend in ("triton", "torch"):
+        config = NVPFieldConfig()
+        config.keyframes.backend, config.positional.backend = backend, "torch"
+        fields.append(config.setup(shape=VideoShape(num_frames=12, height=18, width=30)).to(device))
+    fused, reference = fields
+    reference.load_state_dict(fused.state_dict())  # the same keys: checkpoints load on either path
+    for plane in fused.keyframes.values():
+        plane.forward = None  # the fused path must not call the planes one by one
+    xyt = torch.rand(300, 3, device=device)
+    xyt[:2] = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]], device=device)
+    latents = [field.latent(xyt) for field in fields]
+    upstream = torch.randn_like(latents[0])
+    for latent in latents:
+        (latent * upstream).sum().backward()
+    torch.testing.assert_close(latents[0], latents[1], rtol=1e-4, atol=1e-4)
+    for name, plane in fused.keyframes.items():
+        torch.testing.assert_close(plane.params.grad, reference.keyframes[name].params.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_nvp_latent_with_fused_planes_matches_torch() -> None:
+    run_triton_check("check_nvp_latent_fused_matches_torch")
+
+
+def test_backward_pre_reduces_the_coarse_keyframe_levels() -> None:
+    """NVP-S on a 1280 x 720 video of 1323 frames: the three coarsest levels of each plane (256 to 848 entries)
+    take one atomic per entry and feature per chunk of points, not one per point, corner and feature."""
+    pytest.importorskip("triton")
+    from nvp_nerfstudio.encodings.triton_grid import REDUCE_CHUNK, backward_atomics
+
+    field = NVPFieldConfig().setup(shape=VideoShape(num_frames=1323, height=720, width=1280))
+    planes = list(field.keyframes.values())
+    n = 1 << 20
+    old = backward_atomics(planes, n, pre_reduce=False)
+    assert old == n * 3 * 16 * 4 * 2  # points x planes x levels x corners x features
+    coarse = [plane.layout.level_sizes[:3] for plane in planes]
+    assert all(sizes == (256, 488, 848) for sizes in coarse) and all(plane.layout.level_sizes[3] > 1024 for plane in planes)
+    assert backward_atomics(planes, n) == old - 9 * n * 4 * 2 + (n // REDUCE_CHUNK) * 2 * sum(map(sum, coarse))
 
 
 NUMBA_CASES = [("hash", (64, 40, 200), 2), ("dense", (120, 60), 4), ("dense", (9, 7, 5), 2), ("hash", (300, 200), 1)]

@@ -72,7 +72,14 @@ class NVPField(VideoField):
         )
 
     def latent(self, xyt: Float[Tensor, "n 3"]) -> Float[Tensor, "n latent"]:
-        planes = [self.keyframes[name](xyt[:, list(axes)]) for axes, name in KEYFRAME_PLANES]
+        if self.keyframes["xy"].backend_for(xyt[:, :2]) == "triton":
+            from nvp_nerfstudio.encodings.triton_grid import grids_forward
+
+            # The three planes together (one launch forward, one or two backward), into their concatenated features.
+            axes, names = zip(*KEYFRAME_PLANES)
+            planes = [grids_forward([self.keyframes[name] for name in names], xyt, axes)]
+        else:
+            planes = [self.keyframes[name](xyt[:, list(axes)]) for axes, name in KEYFRAME_PLANES]
         return torch.cat([*planes, self.positional(xyt)], dim=-1)
 
     def forward(self, xyt: Float[Tensor, "n 3"]) -> Float[Tensor, "n 3"]:

@@ -1,6 +1,7 @@
 """Kernel timings on CUDA: NVP's modulated SIREN through the torch path (bfloat16 autocast) and through the
 fused Triton kernels at several launch configurations, forward alone and forward + backward, each checked
-against the float32 torch path first; and the grids' forward + backward. Prints a markdown table and
+against the float32 torch path; and NVP's grids (keyframe planes in one launch or one each, with and
+without the coarse levels' pre-reduction; the 3D hash grid). Prints a markdown table and
 writes kernels.json into OUTPUT_DIR.
 
     python scripts/bench_kernels.py [OUTPUT_DIR] [--samples N]
@@ -18,8 +19,10 @@ from pathlib import Path
 import torch
 
 from method_configs.fields import METHODS
+from nvp_nerfstudio.encodings import triton_grid
 from nvp_nerfstudio.fields import triton_modulated_siren as fused_kernels
 from nvp_nerfstudio.fields.base import VideoShape
+from nvp_nerfstudio.fields.nvp import KEYFRAME_PLANES
 from nvp_nerfstudio.fields.modulated_mlp import ModulatedSirenConfig
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # a CPU only under TRITON_INTERPRET=1, to try the script
@@ -111,18 +114,36 @@ def mlp_rows(method: str, samples: int) -> list[dict]:
 
 
 def grid_rows(samples: int) -> list[dict]:
-    """NVP-S's latent (three keyframe planes and the 3D grid, Triton kernels) for a 1280x720, 132-frame clip."""
+    """NVP-S's grids for a 1280x720, 132-frame clip: the three keyframe planes in one launch (with and without
+    the coarse levels' pre-reduction) and one plane at a time, and the 3D hash grid."""
     field = METHODS["nvp"].field.setup(shape=VideoShape(132, 720, 1280)).to(DEVICE)
     xyt = torch.rand(samples, 3, device=DEVICE)
+    planes = [field.keyframes[name] for _, name in KEYFRAME_PLANES]
+    axes = [list(axes) for axes, _ in KEYFRAME_PLANES]
 
-    def forward() -> None:
-        with torch.no_grad():
-            field.latent(xyt)
+    def fused_planes() -> torch.Tensor:
+        return triton_grid.grids_forward(planes, xyt, axes)
 
-    def step() -> None:
-        field.latent(xyt).square().sum().backward()
+    def plane_by_plane() -> torch.Tensor:
+        return torch.cat([plane(xyt[:, a]) for plane, a in zip(planes, axes)], dim=-1)
 
-    return [{"method": "nvp", "kernels": "grids (latent)", "forward_ms": milliseconds(forward), "forward_backward_ms": milliseconds(step)}]
+    def timings(features) -> dict:
+        def forward() -> None:
+            with torch.no_grad():
+                features()
+
+        def step() -> None:
+            features().square().sum().backward()
+
+        return {"forward_ms": milliseconds(forward), "forward_backward_ms": milliseconds(step)}
+
+    rows = [{"method": "nvp", "kernels": "3 planes, one launch, coarse levels pre-reduced", **timings(fused_planes)}]
+    reduce_values, triton_grid.REDUCE_VALUES = triton_grid.REDUCE_VALUES, 0
+    rows.append({"method": "nvp", "kernels": "3 planes, one launch, plain scatter", **timings(fused_planes)})
+    triton_grid.REDUCE_VALUES = reduce_values
+    rows.append({"method": "nvp", "kernels": "3 planes, a launch each", **timings(plane_by_plane)})
+    rows.append({"method": "nvp", "kernels": "3D hash grid", **timings(lambda: field.positional(xyt))})
+    return rows
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from nvp_nerfstudio.fields.nvp import KEYFRAME_PLANES
 from nvp_nerfstudio.fields.modulated_mlp import ModulatedSirenConfig
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # a CPU only under TRITON_INTERPRET=1, to try the script
-LAUNCHES = [(64, 4), (64, 8), (128, 8), (32, 4)]  # (samples, warps) per program
+LAUNCHES = [(64, 8), (64, 16), (128, 16), (32, 4), (32, 8)]  # (samples, warps) per program
 
 
 def synchronize() -> None:

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
 OUT_PAD = 16  # the RGB head's columns, padded to the smallest matrix-product width
 # Samples per program and warps per program of each kernel (scripts/bench_kernels.py compares others).
-FORWARD_LAUNCH = {"BLOCK_ROWS": 64, "num_warps": 4}
-BACKWARD_LAUNCH = {"BLOCK_ROWS": 64, "num_warps": 4}
+FORWARD_LAUNCH = {"BLOCK_ROWS": 64, "num_warps": 8}
+BACKWARD_LAUNCH = {"BLOCK_ROWS": 64, "num_warps": 8}
 
 
 def padded_latent_dim(latent_dim: int) -> int:
@@ -68,14 +68,22 @@ def _row_vector(ptr, COLS: tl.constexpr):
 
 
 @triton.jit
-def _store_rows(ptr, rows, valid, value, COLS: tl.constexpr):
-    """value [BLOCK, COLS] into rows of a row-major [n, COLS] bfloat16 buffer."""
-    tl.store(ptr + rows[:, None] * COLS + tl.arange(0, COLS)[None, :], value.to(tl.bfloat16), mask=valid[:, None])
+def _rows(ptr, n, columns, first, BLOCK_ROWS: tl.constexpr, COLS: tl.constexpr):
+    """Rows first.. of a row-major [n, columns] matrix as a [BLOCK_ROWS, COLS >= columns] block. A block
+    pointer, not a tensor of addresses: those would hold 64 bits an element in registers, and spill."""
+    return tl.make_block_ptr(ptr, (n, columns), (columns, 1), (first, 0), (BLOCK_ROWS, COLS), (1, 0))
 
 
 @triton.jit
-def _load_rows(ptr, rows, valid, COLS: tl.constexpr):
-    return tl.load(ptr + rows[:, None] * COLS + tl.arange(0, COLS)[None, :], mask=valid[:, None], other=0.0).to(tl.float32)
+def _load_rows(ptr, n, columns, first, BLOCK_ROWS: tl.constexpr, COLS: tl.constexpr):
+    """Zeros beyond the matrix."""
+    return tl.load(_rows(ptr, n, columns, first, BLOCK_ROWS, COLS), boundary_check=(0, 1), padding_option="zero")
+
+
+@triton.jit
+def _store_rows(ptr, n, columns, first, value, BLOCK_ROWS: tl.constexpr, COLS: tl.constexpr):
+    block = _rows(ptr, n, columns, first, BLOCK_ROWS, COLS)
+    tl.store(block, value.to(ptr.dtype.element_ty), boundary_check=(0, 1))
 
 
 @triton.jit
@@ -84,14 +92,12 @@ def _leaky_relu(x, slope):
 
 
 @triton.jit
-def _first_layer(t_ptr, z_ptr, rows, valid, latent_dim, ws0_ptr, bs_ptr, bm_ptr, wm0_ptr, first_omega, slope,
-                 WIDTH: tl.constexpr, LATENT: tl.constexpr, INTERPRETED: tl.constexpr):
+def _first_layer(t_ptr, z_ptr, n, latent_dim, first, ws0_ptr, bs_ptr, bm_ptr, wm0_ptr, first_omega, slope,
+                 WIDTH: tl.constexpr, LATENT: tl.constexpr, BLOCK_ROWS: tl.constexpr, INTERPRETED: tl.constexpr):
     """t, the latent in bfloat16 (zero-padded to LATENT), the first sine layer's argument w0 (w t + b),
-    and the first modulation m0."""
-    t = tl.load(t_ptr + rows, mask=valid, other=0.0)
-    columns = tl.arange(0, LATENT)[None, :]
-    z = tl.load(z_ptr + rows[:, None] * latent_dim + columns, mask=valid[:, None] & (columns < latent_dim), other=0.0)
-    z = z.to(tl.bfloat16)
+    and the first modulation m0, for the block of samples from `first`."""
+    t = tl.load(t_ptr + first + tl.arange(0, BLOCK_ROWS), mask=first + tl.arange(0, BLOCK_ROWS) < n, other=0.0)
+    z = _load_rows(z_ptr, n, latent_dim, first, BLOCK_ROWS, LATENT).to(tl.bfloat16)
     # float32: in bfloat16, w0 (w t + b) with w0 = 30 would be off by ~0.1 rad.
     angle = first_omega * (t[:, None] * _row_vector(ws0_ptr, WIDTH) + _row_vector(bs_ptr, WIDTH))
     m = _leaky_relu(_mm(z, _tile(wm0_ptr, LATENT, WIDTH), None, INTERPRETED) + _row_vector(bm_ptr, WIDTH), slope)
@@ -120,14 +126,13 @@ def _forward_kernel(
     WIDTH: tl.constexpr, LATENT: tl.constexpr, LAYERS: tl.constexpr, OUT: tl.constexpr, OUT_COLS: tl.constexpr,
     BLOCK_ROWS: tl.constexpr, INTERPRETED: tl.constexpr,
 ):
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    valid = rows < n
+    first = tl.program_id(0) * BLOCK_ROWS
     t, z, angle, m = _first_layer(
-        t_ptr, z_ptr, rows, valid, latent_dim, ws0_ptr, bs_ptr, bm_ptr, wm0_ptr, first_omega, slope, WIDTH, LATENT,
-        INTERPRETED,
+        t_ptr, z_ptr, n, latent_dim, first, ws0_ptr, bs_ptr, bm_ptr, wm0_ptr, first_omega, slope, WIDTH, LATENT,
+        BLOCK_ROWS, INTERPRETED,
     )
     h = tl.sin(angle) * m
-    for layer in tl.static_range(1, LAYERS):
+    for layer in range(1, LAYERS):  # a loop, not unrolled: one layer's weights in flight at a time
         m, p, h = _hidden_layer(
             h.to(tl.bfloat16), m.to(tl.bfloat16), z, layer, wmm_ptr, wmz_ptr, ws_ptr, bs_ptr, bm_ptr, omega, slope,
             WIDTH, LATENT, INTERPRETED,
@@ -135,8 +140,7 @@ def _forward_kernel(
     h = h.to(tl.bfloat16)
     out = _mm(h, _tile(wh_hi_ptr, WIDTH, OUT_COLS), None, INTERPRETED)
     out = _mm(h, _tile(wh_lo_ptr, WIDTH, OUT_COLS), out, INTERPRETED) + _row_vector(bh_ptr, OUT_COLS)
-    columns = tl.arange(0, OUT_COLS)[None, :]
-    tl.store(out_ptr + rows[:, None] * OUT + columns, out, mask=valid[:, None] & (columns < OUT))
+    _store_rows(out_ptr, n, OUT, first, out, BLOCK_ROWS, OUT_COLS)
 
 
 @triton.jit(do_not_specialize=["n"])
@@ -152,62 +156,60 @@ def _backward_kernel(
     l >= 1), dq (gradients of the modulator layers' pre-activations), dp (of the synthesis layers' linear
     outputs, l >= 1); the latent in bfloat16 (zb); the latent's gradient (dz, float32). The first layer's
     weight and every bias get their gradients summed per block, then added atomically."""
-    # int64 rows: offsets into [layers, n, width] buffers pass 2^31 at a few million samples
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    valid = rows < n
-    plane = n.to(tl.int64) * WIDTH  # one layer's slice of a [layers, n, width] buffer
+    first = tl.program_id(0) * BLOCK_ROWS
+    plane = n.to(tl.int64) * WIDTH  # one layer's slice of a [layers, n, width] buffer: past 2^31 at 2^24 samples
     width = tl.arange(0, WIDTH)
     t, z, angle, m = _first_layer(
-        t_ptr, z_ptr, rows, valid, latent_dim, ws0_ptr, bs_ptr, bm_ptr, wm0_ptr, first_omega, slope, WIDTH, LATENT,
-        INTERPRETED,
+        t_ptr, z_ptr, n, latent_dim, first, ws0_ptr, bs_ptr, bm_ptr, wm0_ptr, first_omega, slope, WIDTH, LATENT,
+        BLOCK_ROWS, INTERPRETED,
     )
-    columns = tl.arange(0, LATENT)[None, :]
-    tl.store(zb_ptr + rows[:, None] * latent_dim + columns, z, mask=valid[:, None] & (columns < latent_dim))
+    _store_rows(zb_ptr, n, latent_dim, first, z, BLOCK_ROWS, LATENT)
     # The forward again, keeping what the weight gradients and the way back need.
     h = (tl.sin(angle) * m).to(tl.bfloat16)
     m = m.to(tl.bfloat16)
-    _store_rows(m_ptr, rows, valid, m, WIDTH)
-    _store_rows(h_ptr, rows, valid, h, WIDTH)
-    for layer in tl.static_range(1, LAYERS):
+    _store_rows(m_ptr, n, WIDTH, first, m, BLOCK_ROWS, WIDTH)
+    _store_rows(h_ptr, n, WIDTH, first, h, BLOCK_ROWS, WIDTH)
+    for layer in range(1, LAYERS):
         m, p, h = _hidden_layer(h, m, z, layer, wmm_ptr, wmz_ptr, ws_ptr, bs_ptr, bm_ptr, omega, slope, WIDTH, LATENT,
                                  INTERPRETED)
         h, m = h.to(tl.bfloat16), m.to(tl.bfloat16)
-        _store_rows(m_ptr + layer * plane, rows, valid, m, WIDTH)
-        _store_rows(h_ptr + layer * plane, rows, valid, h, WIDTH)
-        _store_rows(p_ptr + (layer - 1) * plane, rows, valid, p, WIDTH)
+        _store_rows(m_ptr + layer * plane, n, WIDTH, first, m, BLOCK_ROWS, WIDTH)
+        _store_rows(h_ptr + layer * plane, n, WIDTH, first, h, BLOCK_ROWS, WIDTH)
+        _store_rows(p_ptr + (layer - 1) * plane, n, WIDTH, first, p, BLOCK_ROWS, WIDTH)
     tl.debug_barrier()  # the way back reads rows that other threads of this block wrote
-    out_columns = tl.arange(0, OUT_COLS)[None, :]
-    dout = tl.load(dout_ptr + rows[:, None] * OUT + out_columns, mask=valid[:, None] & (out_columns < OUT), other=0.0)
+    dout = _load_rows(dout_ptr, n, OUT, first, BLOCK_ROWS, OUT_COLS)
     dh = _mm(dout, _tile(wh_ptr, OUT_COLS, WIDTH), None, INTERPRETED)  # through the head, [OUT_COLS, WIDTH] float32
     dm_from_next = tl.zeros([BLOCK_ROWS, WIDTH], dtype=tl.float32)  # reaches m_l through layer l+1's modulator
     dz = tl.zeros([BLOCK_ROWS, LATENT], dtype=tl.float32)
-    for step in tl.static_range(1, LAYERS):
+    for step in range(1, LAYERS):
         layer = LAYERS - step
-        p = _load_rows(p_ptr + (layer - 1) * plane, rows, valid, WIDTH)
-        m = _load_rows(m_ptr + layer * plane, rows, valid, WIDTH)
-        dm = dh * tl.sin(p) + dm_from_next
-        dp = omega * dh * m * tl.cos(p)
-        dq = tl.where(m > 0, dm, dm * slope)  # leaky ReLU keeps the sign: m > 0 exactly where q > 0
-        tl.atomic_add(dbs_ptr + layer * WIDTH + width, tl.sum(dp, axis=0))
-        tl.atomic_add(dbm_ptr + layer * WIDTH + width, tl.sum(dq, axis=0))
+        sine_argument = _load_rows(p_ptr + (layer - 1) * plane, n, WIDTH, first, BLOCK_ROWS, WIDTH).to(tl.float32)
+        modulation = _load_rows(m_ptr + layer * plane, n, WIDTH, first, BLOCK_ROWS, WIDTH).to(tl.float32)
+        dm = dh * tl.sin(sine_argument) + dm_from_next
+        dp = omega * dh * modulation * tl.cos(sine_argument)
+        dq = tl.where(modulation > 0, dm, dm * slope)  # leaky ReLU keeps the sign: m > 0 exactly where q > 0
+        tl.atomic_add(dbs_ptr + layer * WIDTH + width, tl.sum(dp, axis=0), sem="relaxed")
+        tl.atomic_add(dbm_ptr + layer * WIDTH + width, tl.sum(dq, axis=0), sem="relaxed")
         dp, dq = dp.to(tl.bfloat16), dq.to(tl.bfloat16)
-        _store_rows(dp_ptr + (layer - 1) * plane, rows, valid, dp, WIDTH)
-        _store_rows(dq_ptr + layer * plane, rows, valid, dq, WIDTH)
+        _store_rows(dp_ptr + (layer - 1) * plane, n, WIDTH, first, dp, BLOCK_ROWS, WIDTH)
+        _store_rows(dq_ptr + layer * plane, n, WIDTH, first, dq, BLOCK_ROWS, WIDTH)
         square = (layer - 1) * WIDTH * WIDTH
         dh = _mm(dp, tl.trans(_tile(ws_ptr + square, WIDTH, WIDTH)), None, INTERPRETED)
         dm_from_next = _mm(dq, tl.trans(_tile(wmm_ptr + square, WIDTH, WIDTH)), None, INTERPRETED)
         dz = _mm(dq, tl.trans(_tile(wmz_ptr + (layer - 1) * LATENT * WIDTH, LATENT, WIDTH)), dz, INTERPRETED)
-    m = _load_rows(m_ptr, rows, valid, WIDTH)
+    modulation = _load_rows(m_ptr, n, WIDTH, first, BLOCK_ROWS, WIDTH).to(tl.float32)
+    # w0 (w t + b) again: cheaper than keeping a [block, width] tile alive through the whole kernel.
+    angle = first_omega * (t[:, None] * _row_vector(ws0_ptr, WIDTH) + _row_vector(bs_ptr, WIDTH))
     dm = dh * tl.sin(angle) + dm_from_next
-    dangle = first_omega * dh * m * tl.cos(angle)  # gradient of the first layer's w t + b
-    dq = tl.where(m > 0, dm, dm * slope)
-    tl.atomic_add(dws0_ptr + width, tl.sum(dangle * t[:, None], axis=0))
-    tl.atomic_add(dbs_ptr + width, tl.sum(dangle, axis=0))
-    tl.atomic_add(dbm_ptr + width, tl.sum(dq, axis=0))
+    dangle = first_omega * dh * modulation * tl.cos(angle)  # gradient of the first layer's w t + b
+    dq = tl.where(modulation > 0, dm, dm * slope)
+    tl.atomic_add(dws0_ptr + width, tl.sum(dangle * t[:, None], axis=0), sem="relaxed")
+    tl.atomic_add(dbs_ptr + width, tl.sum(dangle, axis=0), sem="relaxed")
+    tl.atomic_add(dbm_ptr + width, tl.sum(dq, axis=0), sem="relaxed")
     dq = dq.to(tl.bfloat16)
-    _store_rows(dq_ptr, rows, valid, dq, WIDTH)
+    _store_rows(dq_ptr, n, WIDTH, first, dq, BLOCK_ROWS, WIDTH)
     dz = _mm(dq, tl.trans(_tile(wm0_ptr, LATENT, WIDTH)), dz, INTERPRETED)
-    tl.store(dz_ptr + rows[:, None] * latent_dim + columns, dz, mask=valid[:, None] & (columns < latent_dim))
+    _store_rows(dz_ptr, n, latent_dim, first, dz, BLOCK_ROWS, LATENT)
 
 
 def _pad_rows(matrix: Tensor, rows: int) -> Tensor:

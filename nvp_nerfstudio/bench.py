@@ -55,9 +55,9 @@ class BenchConfig:
     """Let CUDA matrix products use TF32 tensor cores (the MLPs; the paper trains in full fp32)."""
     mlp_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """Arithmetic of NVP's modulated SIREN (see ModulatedSirenConfig.precision); other fields ignore it."""
-    mlp_backends: Tuple[Literal["auto", "torch", "triton"], ...] = ("auto",)
-    """Kernels NVP's modulated SIREN runs with, one run each (see ModulatedSirenConfig.backend; auto: the fused
-    Triton kernels on CUDA with a bfloat16 MLP); methods without it run once."""
+    mlp_backends: Tuple[Literal["torch", "triton"], ...] = ("torch",)
+    """Kernels NVP's modulated SIREN runs with, one run each (see ModulatedSirenConfig.backend: torch, or the
+    fused Triton kernels); methods without it run once."""
     cuda_graph: bool = False
     """Record one training step (sampling, forward, loss, backward, AdamW) as a CUDA graph and replay it: no
     Python between kernels. CUDA only; not with an inpainting mask (its batches change shape)."""
@@ -89,7 +89,7 @@ class BenchConfig:
     # The run at hand, one of `methods` x `grid_backends` (set by main; other tools set them directly).
     method: tyro.conf.Suppress[str] = "nvp"
     grid_backend: tyro.conf.Suppress[GridBackend] = "auto"
-    mlp_backend: tyro.conf.Suppress[Literal["auto", "torch", "triton"]] = "auto"
+    mlp_backend: tyro.conf.Suppress[Literal["torch", "triton"]] = "torch"
 
 
 def peak_rss_mib() -> float:
@@ -435,7 +435,8 @@ def psnr_against_time(
 
 
 def run_label(run: BenchConfig) -> str:
-    kernels = [f"{backend} {part}" for backend, part in ((run.grid_backend, "grids"), (run.mlp_backend, "MLP")) if backend != "auto"]
+    kernels = [f"{run.grid_backend} grids"] if run.grid_backend != "auto" else []
+    kernels += ["triton MLP"] if run.mlp_backend == "triton" else []
     return f"{run.method} ({', '.join(kernels)})" if kernels else run.method
 
 
@@ -461,12 +462,12 @@ def expand_runs(config: BenchConfig) -> list[BenchConfig]:
     if not config.grid_backends:
         raise SystemExit("error: no grid backend given: choose from auto, torch, numba, triton, tcnn")
     if not config.mlp_backends:
-        raise SystemExit("error: no MLP backend given: choose from auto, torch, triton")
+        raise SystemExit("error: no MLP backend given: choose from torch, triton")
     return [
         replace(config, method=method, grid_backend=grids, mlp_backend=mlp)
         for method in methods
         for grids in (config.grid_backends if holds(METHODS[method].field, GridEncodingConfig) else ("auto",))
-        for mlp in (config.mlp_backends if holds(METHODS[method].field, ModulatedSirenConfig) else ("auto",))
+        for mlp in (config.mlp_backends if holds(METHODS[method].field, ModulatedSirenConfig) else ("torch",))
     ]
 
 

@@ -12,7 +12,6 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from nvp_nerfstudio.config import InstantiateConfig
-from nvp_nerfstudio.encodings.grid import triton_available
 from nvp_nerfstudio.fields.mlp import Siren
 
 
@@ -30,9 +29,9 @@ class ModulatedSirenConfig(InstantiateConfig):
     """Arithmetic of the layers after the first sine layer, up to the head: bfloat16 halves the memory traffic
     and runs on bf16 units (GPUs from Ampere on, AVX512-BF16 CPUs); auto picks it where the hardware has them.
     The first layer (sin of w0 * t, w0 = 30) and the RGB head stay float32, as do the weights and the optimizer."""
-    backend: Literal["auto", "torch", "triton"] = "auto"
+    backend: Literal["torch", "triton"] = "torch"
     """`triton`: fused kernels, every layer of a block of samples in one launch (bfloat16; CUDA, or Triton's
-    interpreter); `auto` picks them on CUDA where Triton is installed and the MLP runs in bfloat16."""
+    interpreter). They match the torch path to bfloat16 accuracy; `scripts/bench_gpu.sh` times both."""
 
 
 @torch.compiler.assume_constant_result  # a fact of the machine: compiled graphs take it as a constant
@@ -92,20 +91,14 @@ class ModulatedSiren(nn.Module):
         return self.synthesis.head(hidden.float())
 
     def uses_triton(self, device_type: str) -> bool:
-        backend = self.config.backend
-        if backend == "triton":
-            if device_type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-                raise RuntimeError(
-                    "the modulated SIREN's triton backend needs CUDA tensors (or TRITON_INTERPRET=1, Triton's slow "
-                    "interpreter); use backend 'torch' on CPU"
-                )
-            return True
-        if backend == "torch" or device_type != "cuda" or not triton_available():
+        if self.config.backend != "triton":
             return False
-        from nvp_nerfstudio.fields.triton_modulated_siren import unsupported_reason
-
-        width, out_dim = self.config.hidden_dim, self.synthesis.head.out_features
-        return self.uses_bfloat16(device_type) and unsupported_reason(width, out_dim) is None
+        if device_type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise RuntimeError(
+                "the modulated SIREN's triton backend needs CUDA tensors (or TRITON_INTERPRET=1, Triton's slow "
+                "interpreter); use backend 'torch' on CPU"
+            )
+        return True
 
     def uses_bfloat16(self, device_type: str) -> bool:
         precision = self.config.precision

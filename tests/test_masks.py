@@ -61,6 +61,26 @@ def test_sampler_never_draws_missing_pixels_and_keeps_its_batch_size() -> None:
         FramePixelSampler(frames, [0], missing=torch.ones(4, 16, 24, dtype=torch.bool))
 
 
+@pytest.mark.parametrize("missing_fraction", [0.06, 0.4])
+def test_masked_sampler_is_uniform_over_known_pixels(missing_fraction: float) -> None:
+    """Chi-square over frames and over rows: each gets samples in proportion to its known pixels, however
+    the mask spreads them and whatever order the batch is handed out in."""
+    from scipy.stats import chi2
+
+    frames = torch.zeros(20, 16, 24, 3, dtype=torch.uint8)
+    # More missing in later frames and lower rows, so a sampler that favours early pixels shows.
+    weight = torch.linspace(0.5, 1.5, 20)[:, None, None] * torch.linspace(0.5, 1.5, 16)[None, :, None]
+    missing = torch.rand(20, 16, 24, generator=torch.Generator().manual_seed(1)) < missing_fraction * weight
+    known = ~missing
+    sampler = FramePixelSampler(frames, range(20), seed=0, missing=missing)
+    draws = torch.cat([sampler.sample(4096)[0] for _ in range(100)])
+    for axis, dims in ((0, (1, 2)), (1, (0, 2))):
+        observed = torch.bincount(draws[:, axis], minlength=known.shape[axis]).double()
+        expected = known.sum(dims).double() / known.sum() * len(draws)
+        statistic = ((observed - expected) ** 2 / expected).sum().item()
+        assert chi2.sf(statistic, len(observed) - 1) > 1e-3, (axis, (observed / expected).tolist())
+
+
 def test_temporal_median_fill_keeps_known_pixels_and_fills_from_other_frames() -> None:
     frames = torch.zeros(5, 2, 3, 3, dtype=torch.uint8)
     frames[:, 0, 0] = torch.tensor([10, 20, 200, 30, 40], dtype=torch.uint8)[:, None]

@@ -62,7 +62,8 @@ class CompareConfig:
     eval_every: float = 30.0
     """Seconds of training between two points of the PSNR curve."""
     eval_frames: int = 10
-    """Scored frames, evenly spaced (0: every one); FLIP and LPIPS cost ~1 s a frame on a CPU."""
+    """Frames, evenly spaced, that FLIP and LPIPS score (~1 s a frame each on a CPU) and that score the PSNR curve's
+    points before the last (0: every frame). PSNR, SSIM and MS-SSIM are over every frame (every held-out one)."""
     metrics: Tuple[str, ...] = METRIC_NAMES
     seed: int = 0
     output_dir: Path = Path("compare-results")
@@ -80,16 +81,24 @@ class MethodResult:
     curve: list[dict] = field(default_factory=list)
 
 
-def mean_metrics(predict, video: VideoFrames, frames: list[int], names: Tuple[str, ...]) -> tuple[dict[str, float], torch.Tensor]:
-    """Mean of each metric over the frames, and the prediction of the middle frame (for the image grid)."""
+# The metrics that cost about a second a frame on a CPU: scored on an evenly spaced subset of the frames.
+PERCEPTUAL_METRICS = ("flip", "lpips")
+
+
+def mean_metrics(
+    predict, video: VideoFrames, frames: list[int], names: Tuple[str, ...], perceptual_frames: Optional[list[int]] = None
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Mean of each metric over the frames (FLIP and LPIPS over perceptual_frames, default all), and the
+    prediction of the middle frame (for the image grid)."""
     totals: dict[str, list[float]] = {}
     middle = None
+    perceptual = set(frames if perceptual_frames is None else perceptual_frames)
     for position, index in enumerate(frames):
         prediction = predict(index)
         if position == len(frames) // 2:
             middle = prediction.cpu()
         truth = video.frames[index].to(prediction.device).float() / 255.0
-        values = frame_metrics(prediction, truth, names)
+        values = frame_metrics(prediction, truth, [n for n in names if index in perceptual or n not in PERCEPTUAL_METRICS])
         if video.missing is not None:
             missing = video.missing[index].to(prediction.device)
             values.update(zip(REGION_METRICS, (region_psnr(prediction, truth, missing), region_psnr(prediction, truth, ~missing))))
@@ -99,13 +108,18 @@ def mean_metrics(predict, video: VideoFrames, frames: list[int], names: Tuple[st
     return {name: sum(values) / len(values) for name, values in totals.items()}, middle
 
 
+def perceptual_frames(config: CompareConfig, scored: list[int]) -> list[int]:
+    """The scored frames that FLIP and LPIPS score: config.eval_frames of them, evenly spaced."""
+    return evenly_spaced(scored, config.eval_frames)
+
+
 def run_method(config: CompareConfig, name: str, video: VideoFrames, train_frames: list[int], scored: list[int]):
     bench = BenchConfig(
         data=config.data, method=name, device=config.device, seconds=config.time_budget, steps=config.steps,
         train_batch=config.train_batch, eval_every=config.eval_every, seed=config.seed,
     )
     shape = VideoShape(video.num_frames, video.height, video.width)
-    curve, trained = psnr_against_time(bench, video, shape, train_frames, scored)
+    curve, trained = psnr_against_time(bench, video, shape, train_frames, perceptual_frames(config, scored), scored)
     trained.eval()
     last = max(video.num_frames - 1, 1)
     chunk = render_chunk(bench)
@@ -120,7 +134,7 @@ def run_method(config: CompareConfig, name: str, video: VideoFrames, train_frame
         render_seconds += time.perf_counter() - start
         return frame
 
-    metrics, middle = mean_metrics(predict, video, scored, config.metrics)
+    metrics, middle = mean_metrics(predict, video, scored, config.metrics, perceptual_frames(config, scored))
     final = curve[-1]
     result = MethodResult(
         name, metrics, sum(p.numel() for p in trained.parameters()), final["seconds"], final["steps"],
@@ -130,7 +144,9 @@ def run_method(config: CompareConfig, name: str, video: VideoFrames, train_frame
 
 
 def blend_result(config: CompareConfig, video: VideoFrames, kept: list[int], scored: list[int]):
-    metrics, middle = mean_metrics(lambda i: blend(video.frames, kept, i) / 255.0, video, scored, config.metrics)
+    metrics, middle = mean_metrics(
+        lambda i: blend(video.frames, kept, i) / 255.0, video, scored, config.metrics, perceptual_frames(config, scored)
+    )
     return MethodResult(BLEND, metrics), middle
 
 
@@ -138,7 +154,7 @@ def median_fill_result(config: CompareConfig, video: VideoFrames, train_frames: 
     hidden = video.missing.clone()
     hidden[sorted(set(range(video.num_frames)) - set(train_frames))] = True  # held-out frames are unknown too
     filled = temporal_median_fill(video.frames, hidden)
-    metrics, middle = mean_metrics(lambda i: filled[i], video, scored, config.metrics)
+    metrics, middle = mean_metrics(lambda i: filled[i], video, scored, config.metrics, perceptual_frames(config, scored))
     return MethodResult(MEDIAN_FILL, metrics), middle
 
 
@@ -179,6 +195,19 @@ def metric_header(name: str) -> str:
     return f"{name} {'↑' if HIGHER_IS_BETTER.get(name, True) else '↓'}"
 
 
+def metrics_sentence(config: CompareConfig, scored: list[int], names: list[str]) -> str:
+    which = "every held-out frame" if config.holdout_every else "every frame"
+    sentence = f"Metrics: mean over {which} ({len(scored)})"
+    perceptual = perceptual_frames(config, scored)
+    costly = [name.upper() for name in names if name in PERCEPTUAL_METRICS]
+    if costly and len(perceptual) < len(scored):
+        sentence += (
+            f"; {' and '.join(costly)} over {len(perceptual)} of them, evenly spaced ({', '.join(map(str, perceptual))}), "
+            "since each costs about a second a frame on a CPU (--eval-frames 0: every frame)"
+        )
+    return sentence + "."
+
+
 def write_outputs(
     config: CompareConfig, video: VideoFrames, scored: list[int], results: list[MethodResult], predictions: dict[str, torch.Tensor]
 ) -> None:
@@ -199,7 +228,7 @@ def write_outputs(
     lines = [
         f"# {clip_name(video)} — {task}, {budget} per method ({config.device})",
         "",
-        f"Metrics: mean over {len(scored)} frames ({', '.join(map(str, scored))}).",
+        metrics_sentence(config, scored, names),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -286,7 +315,6 @@ def main(config: CompareConfig) -> list[MethodResult]:
             video.missing = load_mask(config.mask, video, selection)
     except VideoInputError as err:
         raise SystemExit(f"error: {err}") from None
-    scored = evenly_spaced(scored, config.eval_frames)
     CONSOLE.print(f"Comparing {', '.join(config.methods)} on {clip_name(video)}")
     results, predictions = [], {}
     for name in config.methods:

@@ -137,7 +137,7 @@ def fit(config: FitConfig) -> None:
             shape = VideoShape(segment.num_frames, segment.height, segment.width)
             bench = BenchConfig(
                 data=config.data, method=config.method, device=device, seconds=config.seconds_per_segment,
-                steps=config.steps_per_segment, train_batch=config.train_batch, eval_every=float("inf"), eval_frames=3,
+                steps=config.steps_per_segment, train_batch=config.train_batch, eval_every=float("inf"),
                 seed=config.seed,
             )
             curve, trained = psnr_against_time(bench, segment, shape)

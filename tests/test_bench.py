@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from PIL import Image
 
 from method_configs.fields import METHODS
-from nvp_nerfstudio.bench import BenchConfig, expand_runs, main
+from nvp_nerfstudio.bench import BenchConfig, expand_runs, main, psnr_against_time
+from nvp_nerfstudio.data.video import FrameSelection, load_video
+from nvp_nerfstudio.fields.base import VideoShape
+from nvp_nerfstudio.render import render_frame
 
 CLIP = dict(data="sample:carphone", max_frames=12, downscale=2, device="cpu")
 QUICK = dict(steps=6, eval_every=1e9, train_batch=1024, batch_sizes=(1024,), throughput_steps=2, decode_frames=1)
@@ -37,6 +41,19 @@ def test_benchmark_runs_every_method_and_backend_into_one_report(tmp_path) -> No
     assert json.loads((tmp_path / "bench.json").read_text())["runs"] == runs
     with Image.open(tmp_path / "psnr_vs_time.png") as picture:
         assert picture.width > 300 and picture.height > 200
+
+
+def test_the_run_figure_is_over_every_frame_and_earlier_points_over_the_subset() -> None:
+    config = BenchConfig(**{**CLIP, **QUICK, "steps": 4, "eval_every": 1e-9, "eval_frames": 3})
+    video = load_video(config.data, FrameSelection(max_frames=config.max_frames, downscale=config.downscale))
+    curve, field = psnr_against_time(config, video, VideoShape(video.num_frames, video.height, video.width))
+    assert [point["frames"] for point in curve] == [3, 3, 3, video.num_frames]
+    scores = []
+    for index, frame in enumerate(video.frames):
+        rendered = render_frame(field, index / (video.num_frames - 1), video.height, video.width)
+        mse = ((rendered.double() - frame.double() / 255) ** 2).mean().item()
+        scores.append(-10 * math.log10(mse))
+    assert curve[-1]["psnr"] == pytest.approx(sum(scores) / len(scores), abs=1e-3)
 
 
 def test_all_methods_expand_to_one_run_per_grid_backend() -> None:

@@ -32,10 +32,18 @@ def test_compare_trains_every_method_and_writes_table_and_plots(tmp_path) -> Non
         assert float(row["psnr"]) == pytest.approx(result.curve[-1]["psnr"], abs=1e-3)
         assert 0 < float(row["ssim"]) <= 1
     assert float(rows[0]["psnr"]) > 20.0  # 40 steps of the hash grid: far above a flat colour (~12 dB)
+    assert all(result.curve[-1]["frames"] == 12 for result in results)  # every frame, not eval_frames' 3
     assert "| method | psnr ↑ | ssim ↑ |" in (tmp_path / "compare.md").read_text()
     for image in ("psnr_vs_time.png", "frame_grid.png"):
         with Image.open(tmp_path / image) as picture:
             assert picture.width > 300 and picture.height > 200
+
+
+def test_perceptual_metrics_score_the_stated_subset_and_the_rest_every_frame(tmp_path) -> None:
+    config = CompareConfig(**CLIP, methods=("ngp-video",), steps=5, eval_frames=2, metrics=("psnr", "flip"), output_dir=tmp_path)
+    (result,) = main(config)
+    assert result.curve[-1]["frames"] == 12 and result.metrics["flip"] > 0
+    assert "Metrics: mean over every frame (12); FLIP over 2 of them, evenly spaced (0, 11)" in (tmp_path / "compare.md").read_text()
 
 
 def test_compare_interpolation_mode_scores_held_out_frames_and_linear_blend(tmp_path) -> None:

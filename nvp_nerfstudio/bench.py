@@ -224,7 +224,8 @@ class TrainSteps:
             self.record_graph()
         else:
             self()
-        CONSOLE.print(f"{config.method}: warming up took {time.perf_counter() - start:.1f} s (not counted as training time)")
+        if time.perf_counter() - start > 1.0:  # compiling: worth a word
+            CONSOLE.print(f"{config.method}: warming up took {time.perf_counter() - start:.0f} s (not counted as training time)")
         field_module.load_state_dict(initial)
         if self.graph is None:
             self.optimizer = optimizer_for(field_module, config)

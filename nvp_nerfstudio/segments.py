@@ -14,7 +14,6 @@ Core module: runs without nerfstudio.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import subprocess
@@ -36,6 +35,7 @@ from nvp_nerfstudio.compression.container import CompressedFileError, Container,
 from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, compress as compress_field, decode
 from nvp_nerfstudio.data.video import FrameSelection, VideoInputError, iter_segments, open_frames
 from nvp_nerfstudio.fields.base import VideoField, VideoShape
+from nvp_nerfstudio.memory import return_freed_memory
 from nvp_nerfstudio.render import psnr, render_frame
 
 CONSOLE = Console()
@@ -98,19 +98,6 @@ class MemoryBenchConfig:
     steps_per_segment: int = 5
 
 
-def keep_big_allocations_returnable() -> None:
-    """glibc raises its mmap threshold after each big free, so the next segment's tensors come from the heap,
-    which fragments and never shrinks: peak RSS then creeps up segment after segment (measured: +136 MiB
-    from 100 to 800 frames). A fixed threshold keeps big tensors mmapped and returned to the system when
-    freed (measured flat, and ~350 MiB lower)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to tune
-        return
-    m_mmap_threshold = -3
-    libc.mallopt(m_mmap_threshold, 1 << 16)
-
-
 def distributed_rank() -> tuple[int, int]:
     """(rank, world size) under torchrun, (0, 1) otherwise."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -119,7 +106,7 @@ def distributed_rank() -> tuple[int, int]:
 def fit(config: FitConfig) -> None:
     if config.method not in METHODS:
         raise SystemExit(f"error: unknown method {config.method!r}: choose one of {', '.join(METHODS)}")
-    keep_big_allocations_returnable()
+    return_freed_memory()
     rank, world = distributed_rank()
     if world > 1:
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")

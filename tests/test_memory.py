@@ -71,3 +71,25 @@ def test_freed_memory_stays_for_reuse_until_released() -> None:
     retained, after_release = map(float, result.stdout.split())
     assert retained > 200  # kept in the heap for the next step's allocations
     assert after_release < 50  # benchmark runs start from the memory they use
+
+
+RETURN_AFTER_A_FIELD = """
+import torch
+from nvp_nerfstudio.fields.base import VideoField, VideoFieldConfig, VideoShape
+from nvp_nerfstudio.memory import return_freed_memory
+def rss_mib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+return_freed_memory()  # nvp-long's choice, before it builds its segments' fields
+VideoField(VideoFieldConfig(), VideoShape(2, 4, 4))  # a field asks for reuse: it must not undo the choice
+before = rss_mib()
+torch.ones(1 << 26)  # 256 MiB, freed at once
+print(rss_mib() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_a_process_that_returns_freed_memory_keeps_doing_so_after_building_fields() -> None:
+    # nvp-long's peak must not grow with the clip: freed segment tensors go back to the system.
+    result = subprocess.run([sys.executable, "-c", RETURN_AFTER_A_FIELD], capture_output=True, text=True, check=True)
+    assert float(result.stdout) < 50

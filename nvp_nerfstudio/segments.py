@@ -29,7 +29,7 @@ import tyro
 from rich.console import Console
 
 from method_configs.fields import METHODS
-from nvp_nerfstudio.bench import BenchConfig, peak_rss_mib, psnr_against_time
+from nvp_nerfstudio.bench import BenchConfig, evenly_spaced, peak_rss_mib, psnr_against_time
 from nvp_nerfstudio.compression import container
 from nvp_nerfstudio.compression.container import CompressedFileError, Container, Section, corrupt
 from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, compress as compress_field, decode
@@ -127,12 +127,13 @@ def fit(config: FitConfig) -> None:
                 steps=config.steps_per_segment, train_batch=config.train_batch, eval_every=float("inf"),
                 seed=config.seed,
             )
-            curve, trained = psnr_against_time(bench, segment, shape)
+            # A progress figure over 3 of the segment's frames: `nvp-long evaluate` scores every frame.
+            curve, trained = psnr_against_time(bench, segment, shape, final_frames=evenly_spaced(range(segment.num_frames), 3))
             saved = {"method": config.method, "shape": astuple(shape), "state_dict": trained.state_dict()}
             torch.save(saved, config.output_dir / name)
             CONSOLE.print(
                 f"segment {number} (frames {segment.source_indices[0]}-{segment.source_indices[-1]}): "
-                f"{curve[-1]['psnr']:.2f} dB, peak RSS {peak_rss_mib():.0f} MiB"
+                f"{curve[-1]['psnr']:.2f} dB over {curve[-1]['frames']} of its frames, peak RSS {peak_rss_mib():.0f} MiB"
             )
             del trained, segment  # before the next segment is decoded
     except VideoInputError as err:

@@ -36,6 +36,7 @@ from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, comp
 from nvp_nerfstudio.data.video import FrameSelection, VideoInputError, iter_segments, open_frames
 from nvp_nerfstudio.fields.base import VideoField, VideoShape
 from nvp_nerfstudio.memory import return_freed_memory
+from nvp_nerfstudio.outputs import FrameWriter, OutputPathError, check_output, to_uint8
 from nvp_nerfstudio.render import psnr, render_frame
 
 CONSOLE = Console()
@@ -67,7 +68,7 @@ class RenderConfig:
     segments: Path
     """The output folder of `nvp-long fit`, or a .nvp file of `nvp-long compress`."""
     output: Path
-    """A .mp4 file (H.264) or a folder to fill with PNG frames."""
+    """A video (its container follows the extension, as nvp-render's --output) or a folder of PNG frames."""
     crf: int = 18
 
 
@@ -241,8 +242,10 @@ class SegmentedVideo:
 
 
 def render(config: RenderConfig) -> None:
-    from nvp_nerfstudio.scripts.render import FrameWriter, to_uint8
-
+    try:
+        check_output(config.output)  # before any segment is decoded
+    except OutputPathError as err:
+        raise SystemExit(f"error: {err}") from None
     video = SegmentedVideo.open(config.segments)
     try:
         with FrameWriter(config.output, video.width, video.height, video.fps or 25.0, config.crf) as writer:
@@ -314,8 +317,6 @@ def compress(config: CompressConfig) -> None:
 
 def memory_bench(config: MemoryBenchConfig) -> list[dict]:
     """Peak RSS of `fit` on generated clips of growing length: it should stay flat."""
-    from nvp_nerfstudio.scripts.render import FrameWriter
-
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for length in config.lengths:

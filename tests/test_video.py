@@ -101,3 +101,14 @@ def test_selection_past_the_end_is_refused(tmp_path: Path, random_frames: np.nda
     path = write_clip(tmp_path / "odd.mkv", random_frames, codec="ffv1", pix_fmt="bgr0")
     with pytest.raises(VideoInputError, match="keeps none"):
         load_video(path, FrameSelection(start=50))
+
+
+def test_frame_folder_reads_every_image_format_pillow_decodes(tmp_path: Path, random_frames: np.ndarray) -> None:
+    # Lossless formats only, so that every pixel must come back; PGM/PPM were once "no frames".
+    formats = [("png", {}), ("ppm", {}), ("bmp", {}), ("tif", {}), ("webp", {"lossless": True}), ("tga", {}), ("png", {})]
+    for i, (frame, (suffix, options)) in enumerate(zip(random_frames, formats)):
+        Image.fromarray(frame).save(tmp_path / f"frame{i}.{suffix}", **options)
+    Image.fromarray(random_frames[0, ..., 0]).save(tmp_path / "gray.pgm")  # sorts last
+    video = load_video(tmp_path)
+    assert torch.equal(video.frames[:-1], torch.from_numpy(random_frames))
+    assert torch.equal(video.frames[-1], torch.from_numpy(random_frames[0, ..., :1]).expand(-1, -1, 3))

@@ -39,6 +39,8 @@ class VideoDataParserConfig(DataParserConfig):
     max_frames: Optional[int] = None
     downscale: int = 1
     """Divide width and height by this integer factor (area averaging)."""
+    keep_decoded_prefix: bool = False
+    """Train on the frames that decode from a truncated or damaged video (by default its decode is an error)."""
     mask: Optional[str] = None
     """Inpainting: a mask video or frame folder (white = missing) or a generated mask (box, strokes, logo).
     Masked pixels are left out of training; evaluation scores them apart from the rest."""
@@ -63,7 +65,9 @@ class VideoDataParser(DataParser):
         config = self.config
         try:
             holdout_split(0, config.holdout_every)  # checks the flag before a long decode
-            selection = FrameSelection(config.start_frame, config.end_frame, config.stride, config.max_frames, config.downscale)
+            selection = FrameSelection(
+                config.start_frame, config.end_frame, config.stride, config.max_frames, config.downscale, config.keep_decoded_prefix
+            )
             video = load_video(config.data, selection)
             if config.mask is not None:
                 video.missing = load_mask(config.mask, video, selection)

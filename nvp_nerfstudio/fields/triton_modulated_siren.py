@@ -284,13 +284,13 @@ class _ModulatedSirenFunction(torch.autograd.Function):
             weights.head_bias, **constants, **FORWARD_LAUNCH,
         )
         ctx.save_for_backward(t, latent)
-        ctx.siren, ctx.weights, ctx.constants = siren, weights, constants
+        ctx.weights, ctx.constants = weights, constants
         return out
 
     @staticmethod
     def backward(ctx, dout: Tensor):
         t, latent = ctx.saved_tensors
-        siren, weights, constants = ctx.siren, ctx.weights, ctx.constants
+        weights, constants = ctx.weights, ctx.constants
         n, latent_dim = latent.shape
         layers, width = constants["LAYERS"], constants["WIDTH"]
         dout = dout.float().contiguous()

@@ -1,4 +1,4 @@
-"""nvp-decompress: rebuild the field from a .nvp file alone and render every frame to an mp4 or PNG folder
+"""nvp-decompress: rebuild the field from a .nvp file alone and render every frame to a video or PNG folder
 (a segmented file of `nvp-long compress`: every segment's field in turn, as one video).
 
 With --reference, also scores the frames against the source video (mean per-frame PSNR and SSIM,
@@ -23,8 +23,9 @@ from nvp_nerfstudio.compression.container import CompressedFileError, Container
 from nvp_nerfstudio.compression.field_codec import decode
 from nvp_nerfstudio.data.video import FrameSelection, VideoInputError, open_frames
 from nvp_nerfstudio.fields.base import VideoShape
+from nvp_nerfstudio.outputs import FrameWriter, OutputPathError, check_output
 from nvp_nerfstudio.render import field_frames, psnr
-from nvp_nerfstudio.scripts.render import FrameWriter, to_uint8
+from nvp_nerfstudio.outputs import to_uint8
 from nvp_nerfstudio.segments import SegmentedVideo
 
 CONSOLE = Console()
@@ -35,11 +36,13 @@ class DecompressConfig:
     input: tyro.conf.Positional[Path]
     """A .nvp file written by nvp-compress."""
     output: Annotated[Path, tyro.conf.arg(aliases=("-o",))]
-    """A .mp4 file (H.264), or a folder to fill with PNG frames."""
+    """A video whose container follows the extension (.mp4, .mkv, .mov: H.264; .webm: VP9; .avi: MJPEG;
+    .y4m: uncompressed), or a folder of PNG frames (an existing folder, or a name with no extension).
+    Other extensions are refused. Written under a hidden name beside it, renamed when complete."""
     reference: Optional[str] = None
     """The source video (file, frame folder or sample:NAME) to score the frames against."""
     crf: int = 18
-    """H.264 quality of an mp4 output (0 = lossless)."""
+    """H.264 / VP9 quality of a video output (0 = lossless)."""
     chunk: int = 1 << 16
     """Pixels per forward pass."""
 
@@ -58,6 +61,10 @@ def decoded_frames(stored: Container, source: str, chunk: int) -> tuple[Iterator
 def main(config: DecompressConfig) -> None:
     from torchmetrics.functional import structural_similarity_index_measure
 
+    try:
+        check_output(config.output)  # before anything is decoded
+    except OutputPathError as err:
+        raise SystemExit(f"error: {err}") from None
     start = time.perf_counter()
     try:
         frames, shape, fps, selection, label = decoded_frames(container.read(config.input), str(config.input), config.chunk)

@@ -38,7 +38,7 @@ from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, comp
 from nvp_nerfstudio.fields.base import VideoField, VideoShape
 from nvp_nerfstudio.render import field_frames, psnr
 from nvp_nerfstudio.scripts.compress import bits_per_pixel, check_run, load_run
-from nvp_nerfstudio.scripts.render import to_uint8
+from nvp_nerfstudio.outputs import to_uint8
 
 CONSOLE = Console()
 ANCHOR = ("x265", "yuv420p")

@@ -1,4 +1,4 @@
-"""nvp-render: turn a trained video field back into a video (H.264 mp4) or PNG frames.
+"""nvp-render: turn a trained video field back into a video (mp4, mkv, mov, webm, avi, y4m) or PNG frames.
 
 Any frame rate (a multiple of the source's: 2x, 4x interpolate by querying fractional t), any
 resolution (down, or up by querying a finer pixel grid), a time range, and a side-by-side mode
@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Optional
 
-import av
 import numpy as np
 import torch
 import tyro
-from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from nvp_nerfstudio.outputs import FrameWriter, OutputPathError, check_output, to_uint8
 from nvp_nerfstudio.render import render_frame
 
 CONSOLE = Console()
@@ -32,7 +30,9 @@ class RenderConfig:
     load_config: Path
     """config.yml of a trained run (outputs/CLIP/nvp/TIMESTAMP/config.yml)."""
     output: Path
-    """A .mp4 file (H.264), or a folder to fill with PNG frames."""
+    """A video whose container follows the extension (.mp4, .mkv, .mov: H.264; .webm: VP9; .avi: MJPEG;
+    .y4m: uncompressed), or a folder of PNG frames (an existing folder, or a name with no extension).
+    Other extensions are refused. Written under a hidden name beside it, renamed when complete."""
     rate: float = 1.0
     """Output frames per source frame: 2 or 4 interpolate between frames."""
     scale: float = 1.0
@@ -46,7 +46,7 @@ class RenderConfig:
     fps: Optional[float] = None
     """Output frame rate; None: the source's times rate (25 x rate when the source has none)."""
     crf: int = 18
-    """H.264 quality (0 = lossless, 18 = visually lossless, 23 = x264's default)."""
+    """H.264 / VP9 quality (0 = lossless, 18 = visually lossless, 23 = x264's default)."""
     chunk: int = 1 << 16
     """Pixels per forward pass."""
 
@@ -65,54 +65,6 @@ def frame_positions(config: RenderConfig, num_frames: int) -> np.ndarray:
 def error_map(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Absolute error, amplified 4x so that small errors show, as a grey image."""
     return ((prediction - truth).abs().mean(dim=-1, keepdim=True) * 4).clamp(0, 1).expand(-1, -1, 3)
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    return (image.cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-
-
-class FrameWriter:
-    """Writes RGB frames to an H.264 mp4 through PyAV, or to numbered PNG files. Used as a context manager:
-    an mp4 is written beside its destination and replaces it only when complete, so a failure midway never
-    leaves a truncated video or destroys an older one."""
-
-    def __init__(self, output: Path, width: int, height: int, fps: float, crf: int) -> None:
-        self.output = output
-        self.index = 0
-        self.container = None
-        if output.suffix.lower() == ".mp4":
-            output.parent.mkdir(parents=True, exist_ok=True)
-            self.partial = output.with_name(f".{output.name}.partial.mp4")
-            self.container = av.open(str(self.partial), "w")
-            self.stream = self.container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-            # yuv420p plays everywhere but needs even sizes: pad by repeating the last row/column.
-            self.stream.width, self.stream.height = width + width % 2, height + height % 2
-            self.stream.pix_fmt = "yuv420p"
-            self.stream.options = {"crf": str(crf)}
-        else:
-            output.mkdir(parents=True, exist_ok=True)
-
-    def write(self, frame: np.ndarray) -> None:
-        if self.container is None:
-            Image.fromarray(frame).save(self.output / f"frame_{self.index:05d}.png")
-        else:
-            padded = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
-            self.container.mux(self.stream.encode(av.VideoFrame.from_ndarray(padded, format="rgb24")))
-        self.index += 1
-
-    def __enter__(self) -> "FrameWriter":
-        return self
-
-    def __exit__(self, error_type, *_) -> None:
-        if self.container is None:
-            return
-        if error_type is None:
-            self.container.mux(self.stream.encode())
-        self.container.close()
-        if error_type is None:
-            self.partial.replace(self.output)
-        else:
-            self.partial.unlink(missing_ok=True)
 
 
 def rendered_frames(
@@ -135,6 +87,10 @@ def main(config: RenderConfig) -> None:
 
     if not config.load_config.is_file():
         raise SystemExit(f"error: {config.load_config} does not exist: pass the config.yml of a trained run")
+    try:
+        check_output(config.output)  # before the model is loaded and any frame rendered
+    except OutputPathError as err:
+        raise SystemExit(f"error: {err}") from None
     _, pipeline, checkpoint, _ = eval_setup(config.load_config, test_mode="test")
     video = pipeline.datamanager.eval_dataset.video
     field = pipeline.model.field.eval()

@@ -8,11 +8,14 @@ a path ending in one of VIDEO_FORMATS' extensions is a video; any other extensio
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import av
 import numpy as np
@@ -24,6 +27,22 @@ from PIL import Image
 def to_uint8(image: torch.Tensor) -> UInt8[np.ndarray, "height width 3"]:
     """A rendered frame (RGB in [0, 1]) as 8-bit, rounded."""
     return (image.cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+@contextmanager
+def written_atomically(path: Path) -> Iterator[Path]:
+    """A temporary name beside `path` to write a file under: renamed to `path` (after an fsync) when the block
+    ends, deleted if it raises or is interrupted. Never a half-written file, never a clobbered older one."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        with open(temporary, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 class OutputPathError(ValueError):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Tuple, Type
@@ -11,10 +13,14 @@ import torch
 from nerfstudio.engine.optimizers import OptimizerConfig
 from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
-from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils.rich_utils import CONSOLE
 
 from method_configs.fields import ADAM_BETAS, ADAM_EPS, ADAM_WEIGHT_DECAY
 from nvp_nerfstudio.data.video import SAMPLE_PREFIX
+from nvp_nerfstudio.outputs import written_atomically
+
+CHECKPOINT_NAME = re.compile(r"step-(\d+)\.ckpt")
 
 
 @dataclass
@@ -66,12 +72,59 @@ def paper_optimizers(lr: float = 1e-2, final_lr: float = 1e-5, weight_decay: flo
     }
 
 
+class VideoTrainer(Trainer):
+    """nerfstudio's trainer, with checkpoints that are never half-written (a kill during a save leaves the
+    older ones as they were) and a resume (`--load-dir`) that passes over a newest checkpoint it cannot read."""
+
+    def save_checkpoint(self, step: int) -> None:
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
+        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        state = {
+            "step": step,
+            "pipeline": pipeline.state_dict(),
+            "optimizers": {k: v.state_dict() for (k, v) in self.optimizers.optimizers.items()},
+            "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
+            "scalers": self.grad_scaler.state_dict(),
+        }
+        with written_atomically(path) as temporary:
+            torch.save(state, temporary)
+        if self.config.save_only_latest_checkpoint:
+            for older in self.checkpoint_dir.glob("step-*.ckpt"):
+                if older != path:
+                    older.unlink()
+
+    def _load_checkpoint(self) -> None:
+        load_dir = self.config.load_dir
+        if load_dir is not None and self.config.load_step is None:
+            self.config.load_step = newest_readable_step(Path(load_dir))
+        super()._load_checkpoint()
+
+
+def newest_readable_step(folder: Path) -> int:
+    """The step of the newest checkpoint in the folder that loads, warning about newer ones that do not."""
+    steps = sorted((int(match[1]) for name in os.listdir(folder) if (match := CHECKPOINT_NAME.fullmatch(name))), reverse=True)
+    for step in steps:
+        path = folder / f"step-{step:09d}.ckpt"
+        try:
+            torch.load(path, map_location="cpu", mmap=True)
+        except Exception as err:  # torch raises EOFError, RuntimeError, pickle errors... for a damaged file
+            CONSOLE.print(f"[yellow]warning: {path} cannot be read ({type(err).__name__}): resuming from an older checkpoint")
+            continue
+        return step
+    raise SystemExit(f"error: {folder} holds no readable checkpoint (step-*.ckpt): pass another --load-dir or start anew")
+
+
 @dataclass
 class VideoTrainerConfig(TrainerConfig):
     """nerfstudio's trainer config, made to follow the command line: the cosine schedule ends with
     `--max-num-iterations`, and a machine without CUDA trains on the CPU without a flag."""
 
+    _target: Type = field(default_factory=lambda: VideoTrainer)
+
     def __post_init__(self) -> None:
+        if self.max_num_iterations < 1:
+            raise SystemExit(f"error: --max-num-iterations must be at least 1, got {self.max_num_iterations}")
         if self.machine.device_type == "cuda" and not torch.cuda.is_available():
             self.machine = replace(self.machine, device_type="cpu")
         self.optimizers = {

@@ -18,11 +18,12 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from nvp_nerfstudio.outputs import written_atomically
 
 MAGIC = b"NVPC"
 VERSION = 1
@@ -133,17 +134,8 @@ def read(path: str | os.PathLike) -> Container:
 
 def write(path: str | os.PathLike, data: bytes) -> None:
     """Write through a temporary file in the same folder and rename: never a half file, never a clobbered old one."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    with written_atomically(Path(path)) as temporary:
+        temporary.write_bytes(data)
 
 
 def pack_parts(parts: list[bytes]) -> bytes:

@@ -131,6 +131,18 @@ def test_render_png_matches_eval_psnr(trained_run: Path) -> None:
     assert abs(mean_psnr_against_source(frames_dir) - evaluated) < 0.1
 
 
+def test_ns_render_dataset_writes_one_image_per_frame(trained_run: Path) -> None:
+    """nerfstudio's own render verb on a video run: every source frame its own image, in order."""
+    run_dir = trained_run.parent
+    out = run_dir / "ns_render"
+    result = run(
+        "ns-render", "dataset", "--load-config", str(trained_run), "--output-path", str(out), "--split", "train",
+        "--rendered-output-names", "rgb", "--image-format", "png", cwd=run_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert mean_psnr_against_source(out / "train" / "rgb") > PSNR_FLOOR  # 24 frames, each the right one
+
+
 def test_render_mp4_interpolated_and_resized(trained_run: Path) -> None:
     import av
 

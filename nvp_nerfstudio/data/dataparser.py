@@ -101,7 +101,9 @@ class VideoDataParser(DataParser):
         )
         half_width, half_height = video.width / (2 * longest), video.height / (2 * longest)
         return DataparserOutputs(
-            image_filenames=[Path(f"{video.source}#frame{video.source_indices[i]:06d}") for i in indices],
+            # One name per frame, under the video's own path: ns-render dataset names its images after what
+            # follows the names' common folder (with a suffix, `clip.mp4#frame1` would become clip.jpg for all).
+            image_filenames=[Path(video.source) / f"frame{video.source_indices[i]:06d}" for i in indices],
             cameras=cameras,
             scene_box=SceneBox(aabb=torch.tensor([[-half_width, -half_height, -1.0], [half_width, half_height, 1.0]])),
             metadata={"video": video, "frame_indices": indices},

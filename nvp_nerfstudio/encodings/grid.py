@@ -1,8 +1,8 @@
 """Multi-resolution grid encoding (hashed or dense) with tiny-cuda-nn's exact indexing.
 
 One parameter vector in tiny-cuda-nn's layout (levels one after another, each `entries x features`)
-serves every backend: tiny-cuda-nn when it is importable and the input is on CUDA, fused Triton
-kernels on CUDA without it (`triton_grid`), numba kernels on a CPU (`cpu_grid`), and the pure-torch
+serves every backend: fused Triton kernels on CUDA (`triton_grid`), tiny-cuda-nn when asked for (or on
+CUDA without Triton), numba kernels on a CPU (`cpu_grid`), and the pure-torch
 path, the reference the others are tested against. The torch path repeats tiny-cuda-nn's level scales,
 +0.5 offset, dense indexing with wrap-around, coherent prime hash and per-level table sizes, so a
 checkpoint gives the same features on any backend.
@@ -73,7 +73,7 @@ class GridEncodingConfig(InstantiateConfig):
     init_scale: float = 1e-4
     """Features start uniform in [-init_scale, init_scale], as tiny-cuda-nn and the NVP paper do."""
     backend: GridBackend = "auto"
-    """`auto`: on CUDA tiny-cuda-nn when it is importable, else the fused Triton kernels; on a CPU the numba
+    """`auto`: on CUDA the fused Triton kernels (tiny-cuda-nn only where Triton is missing); on a CPU the numba
     kernels for 2D and 3D grids, else torch."""
 
 
@@ -184,7 +184,8 @@ class GridEncoding(nn.Module):
             from nvp_nerfstudio.encodings.cpu_grid import SUPPORTED_DIMS
 
             return "numba" if x.shape[-1] in SUPPORTED_DIMS else "torch"
-        return "tcnn" if tcnn_module() is not None else "triton" if triton_available() else "torch"
+        # tiny-cuda-nn only where Triton is missing: the Triton kernels are the ones tested against the torch path.
+        return "triton" if triton_available() else "tcnn" if tcnn_module() is not None else "torch"
 
     def forward(self, x: Float[Tensor, "*batch dims"]) -> Float[Tensor, "*batch out"]:
         batch_shape = x.shape[:-1]

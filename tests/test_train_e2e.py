@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -106,6 +107,32 @@ def test_resume_continues_from_checkpoint(trained_run: Path) -> None:
     assert (config.parent / "nerfstudio_models" / "step-000000399.ckpt").is_file()
     after = evaluate(config, config.parent / "eval.json", run_dir)["psnr"]
     assert after > before - 0.5  # resumed from the trained weights, not from scratch
+
+
+def test_a_run_killed_midway_resumes_past_a_half_written_checkpoint(tmp_path: Path) -> None:
+    """SIGKILL during training, a newest checkpoint cut short as a kill during its save would leave it (the
+    saves themselves are atomic now), then --load-dir: the run goes on from the last good checkpoint."""
+    args = [*TRAIN_ARGS, "--steps-per-save", "10", "--save-only-latest-checkpoint", "False", "--output-dir", str(tmp_path / "outputs")]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen([str(BIN / "ns-train"), "nvp", *args, "--max-num-iterations", "100000"], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 200
+        while len(saved := sorted(tmp_path.glob("outputs/carphone/nvp/*/nerfstudio_models/step-*.ckpt"))) < 2:
+            assert process.poll() is None and time.monotonic() < deadline, "ns-train stopped or saved nothing"
+            time.sleep(0.5)
+    finally:
+        process.kill()
+        process.wait()
+    models = saved[0].parent
+    good = max(int(path.stem.split("-")[1]) for path in models.glob("step-*.ckpt") if torch.load(path, mmap=True))
+    newest = models / "step-999999990.ckpt"
+    newest.write_bytes(saved[0].read_bytes()[:1000])
+    result = run("ns-train", "nvp", *args, "--max-num-iterations", "5", "--load-dir", str(models), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout.replace("\n", "")  # nerfstudio's console wraps at 120 columns, inside paths too
+    assert f"{newest} cannot be read" in output
+    assert f"Done loading Nerfstudio checkpoint from {models / f'step-{good:09d}.ckpt'}" in output
 
 
 @pytest.mark.parametrize(

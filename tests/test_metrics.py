@@ -96,7 +96,7 @@ def test_flip_is_higher_for_a_worse_frame() -> None:
     assert 0.0 < frame_metrics(noisy, reference, ["flip"])["flip"] < frame_metrics(worse, reference, ["flip"])["flip"]
 
 
-def test_ms_ssim_and_lpips_left_out_of_small_frames(caplog: pytest.LogCaptureFixture) -> None:
+def test_ssim_ms_ssim_and_lpips_left_out_of_small_frames(caplog: pytest.LogCaptureFixture) -> None:
     small = torch.full((metrics.MS_SSIM_MIN_SIDE - 1, 300, 3), 0.5)
     tiny = torch.full((metrics.LPIPS_MIN_SIDE - 1, 300, 3), 0.5)
     metrics._warn_once.cache_clear()
@@ -107,6 +107,11 @@ def test_ms_ssim_and_lpips_left_out_of_small_frames(caplog: pytest.LogCaptureFix
     warnings = [record.getMessage() for record in caplog.records]
     assert sum("ms_ssim left out" in warning for warning in warnings) == 1  # said once, not every frame
     assert sum("lpips left out" in warning for warning in warnings) == 1
+    # Frames a few pixels high train; scoring them must not crash on SSIM's window either.
+    sliver = torch.rand(metrics.SSIM_MIN_SIDE - 1, 40, 3, generator=torch.Generator().manual_seed(0))
+    assert frame_metrics(sliver, sliver, ["psnr", "ssim"]).keys() == {"psnr"}
+    edge = torch.rand(metrics.SSIM_MIN_SIDE, 40, 3, generator=torch.Generator().manual_seed(0))
+    assert 0.5 < frame_metrics(edge * 0.9, edge, ["ssim"])["ssim"] < 1.0
     side = metrics.MS_SSIM_MIN_SIDE
     large = torch.rand(side, side, 3, generator=torch.Generator().manual_seed(0))
     assert 0.9 < frame_metrics(large * 0.9, large, ["ms_ssim"])["ms_ssim"] < 1.0

@@ -215,17 +215,18 @@ class TrainSteps:
         self.graph: Optional[torch.cuda.CUDAGraph] = None
         if config.cuda_graph and (not is_cuda(config) or sampler.missing is not None):
             raise ValueError("--cuda-graph needs CUDA and batches of one shape (no inpainting mask)")
-        initial = {name: value.clone() for name, value in field_module.state_dict().items()}
         self.optimizer = optimizer_for(field_module, config)
         if not (warm_up or config.cuda_graph):
             return
+        initial = {name: value.clone() for name, value in field_module.state_dict().items()}
         start = time.perf_counter()
         if config.cuda_graph:
             self.record_graph()
         else:
             self()
-        if time.perf_counter() - start > 1.0:  # compiling: worth a word
-            CONSOLE.print(f"{config.method}: warming up took {time.perf_counter() - start:.0f} s (not counted as training time)")
+        seconds = time.perf_counter() - start
+        if seconds > 1.0:  # compiling: worth a word
+            CONSOLE.print(f"{config.method}: warming up took {seconds:.0f} s (not counted as training time)")
         field_module.load_state_dict(initial)
         if self.graph is None:
             self.optimizer = optimizer_for(field_module, config)

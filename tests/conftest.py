@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import importlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+import torch
 
 
 def write_clip(path: Path, frames: np.ndarray, codec: str = "libx264", pix_fmt: str = "yuv420p", fps: int = 10, **options: str) -> Path:
@@ -31,3 +36,17 @@ def moving_gradient(num_frames: int, height: int, width: int) -> np.ndarray:
 @pytest.fixture
 def random_frames() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (7, 23, 37, 3), dtype=np.uint8)
+
+
+def run_triton_check(module: str, check: str, *args) -> None:
+    """Runs `check(*args, device)` of a test module with the Triton kernels: compiled on CUDA; on a CPU by
+    Triton's interpreter, which must be switched on before Triton is first imported: in a fresh interpreter,
+    since other tests may have imported it."""
+    pytest.importorskip("triton")
+    if torch.cuda.is_available():
+        getattr(importlib.import_module(module), check)(*args, "cuda")
+        return
+    code = f"import {module}; {module}.{check}(*{args!r}, 'cpu')"
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]

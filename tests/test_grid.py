@@ -1,12 +1,8 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from pathlib import Path
 from unittest import mock
 
 import numba
@@ -14,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_triton_check
 from nvp_nerfstudio.encodings.grid import HASH_PRIMES, GridEncodingConfig, tcnn_module
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fields.nvp import NVPFieldConfig
@@ -144,23 +141,9 @@ def check_triton_matches_torch(grid_type: str, finest: tuple, features: int, dev
     torch.testing.assert_close(encoding.params.grad, expected_grad, rtol=1e-4, atol=1e-4)
 
 
-def run_triton_check(check: str, *args) -> None:
-    """Runs test_grid's `check` with the fused kernels, compiled on CUDA; on a CPU run by Triton's interpreter,
-    which must be switched on before Triton is first imported: in a fresh interpreter, since other tests may
-    have imported it."""
-    pytest.importorskip("triton")
-    if DEVICE == "cuda":
-        globals()[check](*args, DEVICE)
-        return
-    code = f"import test_grid; test_grid.{check}(*{args!r}, 'cpu')"
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-
-
 @pytest.mark.parametrize("grid_type,finest,features", TRITON_CASES)
 def test_triton_backend_matches_torch(grid_type: str, finest: tuple, features: int) -> None:
-    run_triton_check("check_triton_matches_torch", grid_type, finest, features)
+    run_triton_check("test_grid", "check_triton_matches_torch", grid_type, finest, features)
 
 
 PLANE_AXES = ((0, 1), (0, 2), (1, 2))
@@ -196,7 +179,7 @@ def check_fused_planes_match_torch(device: str) -> None:
 def test_fused_keyframe_planes_match_torch() -> None:
     """Three planes evaluated together (one forward launch, one or two backward): their features side by side,
     each plane's gradient its own."""
-    run_triton_check("check_fused_planes_match_torch")
+    run_triton_check("test_grid", "check_fused_planes_match_torch")
 
 
 def check_nvp_latent_fused_matches_torch(device: str) -> None:
@@ -222,7 +205,7 @@ def check_nvp_latent_fused_matches_torch(device: str) -> None:
 
 
 def test_nvp_latent_with_fused_planes_matches_torch() -> None:
-    run_triton_check("check_nvp_latent_fused_matches_torch")
+    run_triton_check("test_grid", "check_nvp_latent_fused_matches_torch")
 
 
 def test_backward_pre_reduces_the_coarse_keyframe_levels() -> None:

@@ -6,14 +6,12 @@ Triton is first imported: in a fresh interpreter, since other tests may have imp
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import run_triton_check
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fields.modulated_mlp import ModulatedSirenConfig
 
@@ -69,12 +67,7 @@ SIREN_CASES = [(32, 20, 3, 200, False), (32, 20, 3, 130, True), (128, 112, 3, 70
 
 @pytest.mark.parametrize("width,latent_dim,layers,n,trained", SIREN_CASES)
 def test_fused_modulated_siren_matches_torch(width: int, latent_dim: int, layers: int, n: int, trained: bool) -> None:
-    pytest.importorskip("triton")
-    case = (width, latent_dim, layers, n, trained)
-    if DEVICE == "cuda":
-        check_fused_matches_torch(*case, DEVICE)
-        return
-    run_interpreted(f"check_fused_matches_torch(*{case!r}, 'cpu')")
+    run_triton_check(__name__, "check_fused_matches_torch", width, latent_dim, layers, n, trained)
 
 
 def check_nvp_field_gradients(device: str) -> None:
@@ -105,19 +98,7 @@ def check_nvp_field_gradients(device: str) -> None:
 
 
 def test_nvp_field_with_fused_mlp_trains_every_parameter() -> None:
-    pytest.importorskip("triton")
-    if DEVICE == "cuda":
-        check_nvp_field_gradients(DEVICE)
-        return
-    run_interpreted("check_nvp_field_gradients('cpu')")
-
-
-def run_interpreted(call: str) -> None:
-    code = f"from test_triton_modulated_siren import *; {call}"
-    tests = str(Path(__file__).parent)
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_triton_check(__name__, "check_nvp_field_gradients")
 
 
 def test_triton_backend_on_cpu_says_what_to_do() -> None:
@@ -155,11 +136,7 @@ def check_decoding_matches_torch(device: str) -> None:
 
 
 def test_decoding_through_the_fused_kernels_matches_torch() -> None:
-    pytest.importorskip("triton")
-    if DEVICE == "cuda":
-        check_decoding_matches_torch(DEVICE)
-        return
-    run_interpreted("check_decoding_matches_torch('cpu')")
+    run_triton_check(__name__, "check_decoding_matches_torch")
 
 
 def test_fused_kernels_compile_for_hopper() -> None:

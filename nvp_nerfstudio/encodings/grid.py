@@ -49,6 +49,11 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+def triton_interpreted() -> bool:
+    """Whether Triton's interpreter runs the kernels (on CPU tensors too; slow: for tests)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
 # numba is a dependency of the package, but a core-only install (a GPU machine) may lack it. A constant,
 # not a cached function: torch.compile reads constants, and would trace through a cache wrapper.
 NUMBA_INSTALLED = importlib.util.find_spec("numba") is not None
@@ -169,7 +174,7 @@ class GridEncoding(nn.Module):
         backend = self.config.backend
         if backend == "tcnn" and not x.is_cuda:
             raise RuntimeError("the tcnn grid backend needs CUDA tensors; use backend 'numba' or 'torch' on CPU")
-        if backend == "triton" and not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        if backend == "triton" and not x.is_cuda and not triton_interpreted():
             raise RuntimeError(
                 "the triton grid backend needs CUDA tensors (or TRITON_INTERPRET=1, Triton's slow interpreter); "
                 "use backend 'numba' or 'torch' on CPU"

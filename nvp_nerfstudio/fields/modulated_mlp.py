@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Type
 
-import os
-
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
 from nvp_nerfstudio.config import InstantiateConfig
+from nvp_nerfstudio.encodings.grid import triton_interpreted
 from nvp_nerfstudio.fields.mlp import Siren
 
 
@@ -93,7 +92,7 @@ class ModulatedSiren(nn.Module):
     def uses_triton(self, device_type: str) -> bool:
         if self.config.backend != "triton":
             return False
-        if device_type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        if device_type != "cuda" and not triton_interpreted():
             raise RuntimeError(
                 "the modulated SIREN's triton backend needs CUDA tensors (or TRITON_INTERPRET=1, Triton's slow "
                 "interpreter); use backend 'torch' on CPU"

@@ -16,7 +16,6 @@ halves, hi + lo). The tests check both against that path through Triton's interp
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import torch
@@ -24,6 +23,8 @@ import triton
 import triton.language as tl
 from jaxtyping import Float
 from torch import Tensor
+
+from nvp_nerfstudio.encodings.grid import triton_interpreted
 
 if TYPE_CHECKING:
     from nvp_nerfstudio.fields.modulated_mlp import ModulatedSiren
@@ -259,7 +260,7 @@ def _constants(siren: "ModulatedSiren", latent_dim: int, out_dim: int) -> dict:
         "LAYERS": config.num_layers,
         "OUT": out_dim,
         "OUT_COLS": OUT_PAD,
-        "INTERPRETED": os.environ.get("TRITON_INTERPRET") == "1",
+        "INTERPRETED": triton_interpreted(),
     }
 
 

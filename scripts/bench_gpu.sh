@@ -36,7 +36,7 @@ part() {  # NAME TIME_LIMIT COMMAND...: one part, its log in OUTPUT_DIR/NAME.log
 bench() {  # NAME TIME_LIMIT ARGS...: one nvp-bench run on the clip
     local name=$1 limit=$2
     shift 2
-    part "$name" "$limit" "$python" -m nvp_nerfstudio.bench --data "$clip" --eval-frames 0 --output-dir "$out/$name" "$@"
+    part "$name" "$limit" "$python" -m nvp_nerfstudio.scripts.bench --data "$clip" --eval-frames 0 --output-dir "$out/$name" "$@"
 }
 part tests 100 "$python" -m pytest -q -p no:cacheprovider tests/test_triton_modulated_siren.py tests/test_grid.py -k "triton or fused"
 part kernels 120 "$python" scripts/bench_kernels.py "$out/kernels"

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from method_configs.fields import METHODS
 from nvp_nerfstudio.encodings import triton_grid
 from nvp_nerfstudio.fields import triton_modulated_siren as fused_kernels
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fields.nvp import KEYFRAME_PLANES
+from nvp_nerfstudio.methods import METHODS
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # a CPU only under TRITON_INTERPRET=1, to try the script
 LAUNCHES = [(64, 8), (64, 16), (128, 16), (32, 4), (32, 8)]  # (samples, warps) per program

@@ -11,15 +11,15 @@ import av
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import moving_gradient
+from PIL import Image
+from test_compression import INFO, SHAPE, TINY_CONFIG, perturbed
+
 from nvp_nerfstudio.compression import container
 from nvp_nerfstudio.compression.field_codec import CodecOptions, compress
+from nvp_nerfstudio.data.output import VIDEO_FORMATS, FrameWriter, OutputPathError, check_output
 from nvp_nerfstudio.data.video import FrameSelection, VideoInputError, iter_segments, load_video
-from nvp_nerfstudio.outputs import VIDEO_FORMATS, FrameWriter, OutputPathError, check_output
 from nvp_nerfstudio.scripts import decompress, render
-from test_compression import INFO, SHAPE, TINY_CONFIG, perturbed
 
 FRAMES = 60
 
@@ -65,7 +65,7 @@ def test_truncated_video_keeps_its_prefix_only_when_asked(tmp_path: Path, clip_b
 
 
 def test_ns_train_flag_keeps_the_decoded_prefix(tmp_path: Path, clip_bytes: bytes) -> None:
-    from nvp_nerfstudio.data.dataparser import VideoDataParserConfig
+    from nvp_nerfstudio.plugin.dataparser import VideoDataParserConfig
 
     path = _write(tmp_path / "cut.mp4", clip_bytes[: int(len(clip_bytes) * 0.6)])
     with pytest.raises(SystemExit, match="truncated or damaged"):

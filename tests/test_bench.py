@@ -8,13 +8,14 @@ import math
 import pytest
 from PIL import Image
 
-from method_configs.fields import METHODS
-from nvp_nerfstudio.bench import BenchConfig, expand_runs, main, psnr_against_time
-from nvp_nerfstudio.data.video import FrameSelection, load_video
+from nvp_nerfstudio.data.video import VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
-from nvp_nerfstudio.render import render_frame
+from nvp_nerfstudio.fit import psnr_against_time
+from nvp_nerfstudio.methods import METHODS
+from nvp_nerfstudio.rendering import render_frame
+from nvp_nerfstudio.scripts.bench import BenchConfig, expand_runs, main
 
-CLIP = dict(data="sample:carphone", max_frames=12, downscale=2, device="cpu")
+CLIP = dict(source=VideoSource("sample:carphone", downscale=2, max_frames=12), device="cpu")
 QUICK = dict(steps=6, eval_every=1e9, train_batch=1024, batch_sizes=(1024,), throughput_steps=2, decode_frames=1)
 
 
@@ -46,7 +47,7 @@ def test_benchmark_runs_every_method_and_backend_into_one_report(tmp_path) -> No
 
 def test_the_run_figure_is_over_every_frame_and_earlier_points_over_the_subset() -> None:
     config = BenchConfig(**{**CLIP, **QUICK, "steps": 4, "eval_every": 1e-9, "eval_frames": 3})
-    video = load_video(config.data, FrameSelection(max_frames=config.max_frames, downscale=config.downscale))
+    video = config.source.load()
     curve, field = psnr_against_time(config, video, VideoShape(video.num_frames, video.height, video.width))
     assert [point["frames"] for point in curve] == [3, 3, 3, video.num_frames]
     scores = []
@@ -80,7 +81,7 @@ def test_mlp_backends_expand_only_methods_with_a_modulated_siren() -> None:
         ({"grid_backends": ("numba", "triton")}, r"nvp \(triton grids\) cannot run on cpu: the triton grid backend needs CUDA"),
         ({"mlp_backends": ("triton",)}, r"nvp \(triton MLP\) cannot run on cpu: the modulated SIREN's triton backend needs CUDA"),
         ({"cuda_graph": True}, r"--cuda-graph needs CUDA"),
-        ({"data": "no-such-clip.mp4"}, "no-such-clip.mp4"),
+        ({"source": VideoSource("no-such-clip.mp4")}, "no-such-clip.mp4"),
     ],
 )
 def test_benchmark_rejects_bad_flags_with_one_line_before_any_run(tmp_path, overrides, message) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nvp_nerfstudio.outputs import written_atomically
-from nvp_nerfstudio.training import VideoTrainerConfig, newest_readable_step
+from nvp_nerfstudio.data.output import written_atomically
+from nvp_nerfstudio.plugin.training import VideoTrainerConfig, newest_readable_step
 
 
 def test_an_interrupted_write_leaves_the_older_file_and_nothing_else(tmp_path: Path) -> None:

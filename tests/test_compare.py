@@ -7,12 +7,12 @@ import csv
 import pytest
 from PIL import Image
 
-from nvp_nerfstudio.compare import BLEND, CompareConfig, main
-from nvp_nerfstudio.data.video import FrameSelection, holdout_split, load_video
-from nvp_nerfstudio.render import psnr
-from nvp_nerfstudio.scripts.blend_baseline import blend
+from nvp_nerfstudio.data.interpolation import blend
+from nvp_nerfstudio.data.video import FrameSelection, VideoSource, holdout_split, load_video
+from nvp_nerfstudio.metrics import psnr
+from nvp_nerfstudio.scripts.compare import BLEND, CompareConfig, main
 
-CLIP = dict(data="sample:carphone", max_frames=12, downscale=2, train_batch=2048, eval_every=2.0, device="cpu")
+CLIP = dict(source=VideoSource("sample:carphone", downscale=2, max_frames=12), train_batch=2048, eval_every=2.0, device="cpu")
 
 
 def read_table(path) -> list[dict]:

@@ -3,6 +3,7 @@ container that turns every damaged or truncated file into one CompressedFileErro
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -18,7 +19,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from method_configs.fields import METHODS
 from nvp_nerfstudio.compression import container
 from nvp_nerfstudio.compression.container import CompressedFileError, Container, Section
 from nvp_nerfstudio.compression.field_codec import (
@@ -38,11 +38,15 @@ from nvp_nerfstudio.compression.geometry import entry_index
 from nvp_nerfstudio.compression.videocodec import VIDEO_CODECS
 from nvp_nerfstudio.compression.videos import VideoJob, encode_videos
 from nvp_nerfstudio.data.video import FrameSelection
+from nvp_nerfstudio.encodings.grid import GridEncoding
 from nvp_nerfstudio.fields.base import VideoShape
-from nvp_nerfstudio.render import psnr, render_frame
-from nvp_nerfstudio.scripts.compress import bits_per_pixel
+from nvp_nerfstudio.methods import METHODS
+from nvp_nerfstudio.metrics import bits_per_pixel, psnr
+from nvp_nerfstudio.rendering import render_frame
 
 SHAPE = VideoShape(num_frames=8, height=24, width=32)
+# Rounding with the codec's ranges (reachable entries) against the spec's (every entry): measured 73 dB.
+SPEC_ROUNDING_FLOOR = 55.0
 INFO = VideoInfo("nvp", 25.0, FrameSelection(start=2, stride=3, max_frames=8, downscale=2))
 LOSSLESS = CodecOptions(image_codec="png", video_codec="ffv1", hash_coder="lzma", mlp_bits=32)
 # A user-overridden NVP: small MLP and grids, so its file is a few kB and every byte of it can be damaged in turn.
@@ -100,6 +104,22 @@ def test_container_round_trip() -> None:
     assert container.unpack_list(container.pack_list(parts)) == (parts, b"")
 
 
+def rounded_as_specified(field, hash_bits: int, dense_bits: int = 8):
+    """The field with each grid level rounded as the format specifies it, written here from the spec and not from
+    the codec's quantiser: per (level, channel) 2^bits - 1 even steps over the level's [min, max], dense_bits
+    (the format's 8), or hash_bits on a hashed level. Ranges are over every entry (the codec's are over the reachable ones only)."""
+    reference = copy.deepcopy(field)
+    with torch.no_grad():
+        for grid in (module for module in reference.modules() if isinstance(module, GridEncoding)):
+            features = grid.params.numel() // grid.layout.num_entries
+            for offset, size, hashed in zip(grid.layout.offsets, grid.layout.level_sizes, grid.layout.hashed):
+                block = grid.params[offset * features : (offset + size) * features].view(size, features)
+                low, high = block.amin(0), block.amax(0)
+                step = (high - low) / (2 ** (hash_bits if hashed else dense_bits) - 1)
+                block.copy_(low + torch.round((block - low) / step) * step)
+    return reference
+
+
 def test_lossless_codecs_give_back_the_quantised_field_exactly(nvp_field) -> None:
     field, info = decode_bytes(container.to_bytes(compress(nvp_field, INFO, LOSSLESS)))
     reference = quantised(nvp_field, LOSSLESS)
@@ -107,25 +127,30 @@ def test_lossless_codecs_give_back_the_quantised_field_exactly(nvp_field) -> Non
     for (key, value), expected in zip(field.state_dict().items(), reference.state_dict().values()):
         assert torch.equal(value, expected), key
     assert torch.equal(frames(field), frames(reference))
+    # Against the format's rounding written independently (its ranges differ a little): the same picture.
+    assert psnr(frames(field), frames(rounded_as_specified(nvp_field, LOSSLESS.hash_bits))) > SPEC_ROUNDING_FLOOR
     # 8-bit latents change the picture, but not by much: the quantised field is the right reference.
     assert psnr(frames(reference), frames(nvp_field)) > 30
 
 
 @pytest.mark.parametrize(
-    "options,floor",
+    "options",
     [
-        # Floors: the measured PSNR against the quantised field's frames, less about 3 dB.
-        (CodecOptions(), 61.5),  # the defaults, webp + ffv1 + lzma + float16: 64.7 dB
-        (CodecOptions(image_codec="jpeg", video_codec="x265", hash_coder="zlib"), 60.5),  # 63.8 dB
-        (CodecOptions(image_codec="avif", video_codec="svt-av1"), 59.5),  # 62.6 dB
-        (CodecOptions(image_codec="jpeg2000", mlp_bits=32), 66.0),  # 69.0 dB
+        CodecOptions(),  # the defaults: webp + ffv1 + lzma + float16
+        CodecOptions(image_codec="jpeg", video_codec="x265", hash_coder="zlib"),
+        CodecOptions(image_codec="avif", video_codec="svt-av1"),
+        CodecOptions(image_codec="jpeg2000", mlp_bits=32),
     ],
 )
-def test_lossy_codecs_stay_close_and_are_deterministic(nvp_field, options: CodecOptions, floor: float) -> None:
+def test_lossy_codecs_stay_close_and_are_deterministic(nvp_field, options: CodecOptions) -> None:
     data = container.to_bytes(compress(nvp_field, INFO, options))
     assert container.to_bytes(compress(nvp_field, INFO, options)) == data
     field, _ = decode_bytes(data)
-    assert psnr(frames(field), frames(quantised(nvp_field, options))) > floor
+    # A bound that does not come from the codecs: a lossy file keeps the picture at least as close to the
+    # uncompressed field's as latents rounded to 4 bits would (measured here: 62.5-68.6 dB against 57.3 dB).
+    original = frames(nvp_field)
+    four_bit_latents = psnr(frames(rounded_as_specified(nvp_field, hash_bits=4, dense_bits=4)), original)
+    assert psnr(frames(field), original) > four_bit_latents
 
 
 @pytest.mark.parametrize("name", sorted(set(METHODS) - {"nvp", "nvp-large"}))  # NVP-L: NVP's layout, more channels

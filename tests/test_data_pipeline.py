@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import moving_gradient, write_clip
 from nerfstudio.cameras.cameras import CameraType
 from nerfstudio.cameras.rays import RayBundle
 
-from conftest import moving_gradient, write_clip
-from nvp_nerfstudio.data.dataparser import VideoDataParserConfig
 from nvp_nerfstudio.data.sampler import FramePixelSampler
-from nvp_nerfstudio.model import VideoModelConfig
+from nvp_nerfstudio.plugin.dataparser import VideoDataParserConfig
+from nvp_nerfstudio.plugin.model import VideoModelConfig
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def test_sampler_coordinates_match_the_rays_nerfstudio_generates(clip: Path) -> 
 
 
 def test_linear_blend_baseline_recovers_linear_motion() -> None:
-    from nvp_nerfstudio.scripts.blend_baseline import blend, blend_psnr
+    from nvp_nerfstudio.data.interpolation import blend, blend_psnr
 
     # Brightness ramping linearly in time: blending the neighbours of a held-out frame is exact.
     ramp = torch.arange(9, dtype=torch.uint8).mul(20).view(9, 1, 1, 1).expand(9, 4, 6, 3).contiguous()

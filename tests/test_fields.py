@@ -6,12 +6,13 @@ from dataclasses import replace
 
 import pytest
 import torch
-
 from conftest import moving_gradient
-from method_configs.fields import METHODS
+
 from nvp_nerfstudio.data.sampler import FramePixelSampler
 from nvp_nerfstudio.fields.base import VideoShape
-from nvp_nerfstudio.render import psnr, render_frame
+from nvp_nerfstudio.methods import METHODS
+from nvp_nerfstudio.metrics import psnr
+from nvp_nerfstudio.rendering import render_frame
 
 SHAPE = VideoShape(num_frames=8, height=24, width=32)
 

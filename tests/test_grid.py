@@ -9,11 +9,13 @@ import numba
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_triton_check
-from nvp_nerfstudio.encodings.grid import HASH_PRIMES, GridEncodingConfig, tcnn_module
+
+from nvp_nerfstudio.encodings.grid import GridEncodingConfig
+from nvp_nerfstudio.encodings.layout import HASH_PRIMES
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fields.nvp import NVPFieldConfig
+from nvp_nerfstudio.kernels import tcnn_module
 
 
 def reference_features(encoding, point: list[float]) -> np.ndarray:

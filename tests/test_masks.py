@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import moving_gradient, write_clip
-from nvp_nerfstudio.data.dataparser import VideoDataParserConfig
-from nvp_nerfstudio.data.masks import generated_mask, load_mask, region_psnr, temporal_median_fill
+
+from nvp_nerfstudio.data.masks import generated_mask, load_mask, temporal_median_fill
 from nvp_nerfstudio.data.sampler import FramePixelSampler
 from nvp_nerfstudio.data.video import FrameSelection, VideoInputError, load_video
+from nvp_nerfstudio.metrics import psnr
+from nvp_nerfstudio.plugin.dataparser import VideoDataParserConfig
 
 
 @pytest.fixture
@@ -96,14 +97,14 @@ def test_temporal_median_fill_keeps_known_pixels_and_fills_from_other_frames() -
     torch.testing.assert_close(filled[known], frames[known].float() / 255)
 
 
-def test_region_psnr() -> None:
+def test_psnr() -> None:
     truth = torch.zeros(2, 2, 3)
     prediction = truth.clone()
     prediction[0, 0] = 0.1
     region = torch.tensor([[True, False], [False, False]])
-    assert region_psnr(prediction, truth, region) == pytest.approx(20.0)
-    assert region_psnr(prediction, truth, ~region) == float("inf")
-    assert region_psnr(prediction, truth, torch.zeros(2, 2, dtype=torch.bool)) is None
+    assert psnr(prediction, truth, region) == pytest.approx(20.0)
+    assert psnr(prediction, truth, ~region) == float("inf")
+    assert psnr(prediction, truth, torch.zeros(2, 2, dtype=torch.bool)) is None
 
 
 def test_data_parser_mask_flag(clip: Path) -> None:
@@ -115,8 +116,8 @@ def test_data_parser_mask_flag(clip: Path) -> None:
 
 
 def test_eval_scores_masked_and_known_pixels_apart(clip: Path) -> None:
-    from nvp_nerfstudio.data.dataset import VideoDataset
-    from nvp_nerfstudio.model import VideoModelConfig
+    from nvp_nerfstudio.plugin.dataset import VideoDataset
+    from nvp_nerfstudio.plugin.model import VideoModelConfig
 
     outputs = VideoDataParserConfig(data=clip, mask="box").setup().get_dataparser_outputs("test")
     dataset = VideoDataset(outputs)
@@ -126,7 +127,7 @@ def test_eval_scores_masked_and_known_pixels_apart(clip: Path) -> None:
     model.eval()
     rgb = torch.rand(16, 24, 3)
     metrics, _ = model.get_image_metrics_and_images({"rgb": rgb}, data)
-    assert metrics["psnr_masked"] == pytest.approx(region_psnr(rgb, data["image"], data["missing"]))
-    assert metrics["psnr_known"] == pytest.approx(region_psnr(rgb, data["image"], ~data["missing"]))
+    assert metrics["psnr_masked"] == pytest.approx(psnr(rgb, data["image"], data["missing"]))
+    assert metrics["psnr_known"] == pytest.approx(psnr(rgb, data["image"], ~data["missing"]))
     unmasked = VideoDataset(VideoDataParserConfig(data=clip).setup().get_dataparser_outputs("test"))
     assert "missing" not in unmasked.get_data(3)

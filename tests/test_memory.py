@@ -7,8 +7,6 @@ import sys
 
 import pytest
 
-from nvp_nerfstudio.fields import base
-
 GRID_TRAINING_LOOP = """
 import resource, sys, torch
 from nvp_nerfstudio.encodings.grid import GridEncodingConfig
@@ -43,11 +41,27 @@ def test_training_steps_reuse_freed_gradient_memory_without_page_faults() -> Non
     assert faults_in_twenty_steps("reuse") < plain / 4
 
 
-def test_every_field_sets_up_memory_reuse(monkeypatch) -> None:
-    calls = []
-    monkeypatch.setattr(base, "reuse_freed_memory", lambda: calls.append(True))
-    base.VideoField(base.VideoFieldConfig(), base.VideoShape(2, 4, 4))
-    assert calls == [True]
+COMMAND_FREEING_MEMORY = """
+import sys, torch
+from nvp_nerfstudio.cli import command
+def rss_mib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+@command(memory=sys.argv[1])
+def main(config):
+    before = rss_mib()
+    torch.ones(1 << 26)  # 256 MiB, freed at once
+    return rss_mib() - before
+print(main(None))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.parametrize("memory", ["reuse", "return"])
+def test_a_command_sets_the_allocator_it_asks_for(memory: str) -> None:
+    result = subprocess.run([sys.executable, "-c", COMMAND_FREEING_MEMORY, memory], capture_output=True, text=True, check=True)
+    retained = float(result.stdout)
+    assert retained > 200 if memory == "reuse" else retained < 50
 
 
 RETAIN_AND_RELEASE = """

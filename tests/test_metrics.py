@@ -7,7 +7,6 @@ import pickle
 import socket
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -169,27 +168,29 @@ def test_checkpoint_unpickler_refuses_code() -> None:
         metrics.load_array_pickle(pickle.dumps({"layer": "text"}))
 
 
-def test_eval_scores_every_kth_frame_and_holds_between(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nvp_nerfstudio import model as video_model
+def test_eval_scores_every_kth_frame_and_holds_between() -> None:
+    # ns-eval's sweep through the real model on a real clip: each frame rendered from its camera, PSNR on every
+    # frame, the perceptual metrics on frames 0, 3, 6 and held over the frames between.
+    from nvp_nerfstudio.plugin.dataparser import VideoDataParserConfig
+    from nvp_nerfstudio.plugin.dataset import VideoDataset
+    from nvp_nerfstudio.plugin.model import VideoModelConfig
 
-    scored = []
-
-    def fake_metrics(rgb: torch.Tensor, image: torch.Tensor, names: tuple[str, ...]) -> dict[str, float]:
-        if "lpips" in names:
-            raise metrics.LpipsWeightsError("LPIPS needs its weights downloaded once")
-        scored.append(round(float(rgb[0, 0, 0]) * 10))
-        return {"flip": float(rgb[0, 0, 0])}
-
-    monkeypatch.setattr(video_model, "frame_metrics", fake_metrics)
-    model = SimpleNamespace(  # the attributes VideoModel.sampled_metrics uses, without building a model
-        config=SimpleNamespace(perceptual_metrics_every=3),
-        sampled_metric_names=("ms_ssim", "flip", "lpips"),
-        last_sampled_metrics=(-1, {}),
-    )
-    frames = [torch.full((4, 4, 3), i / 10) for i in range(7)]
-    results = [video_model.VideoModel.sampled_metrics(model, frame, frame, i) for i, frame in enumerate(frames)]
-    assert scored == [0, 3, 6]  # ns-eval's sweep in frame order: every 3rd frame, LPIPS dropped once unavailable
-    assert [r["flip"] for r in results] == pytest.approx([0, 0, 0, 0.3, 0.3, 0.3, 0.6])
-    assert all(r.keys() == {"flip", "perceptual_metrics_every"} and r["perceptual_metrics_every"] == 3 for r in results)
-    video_model.VideoModel.sampled_metrics(model, frames[4], frames[4], 4)  # a single eval image, out of order
-    assert scored[-1] == 4
+    outputs = VideoDataParserConfig(data="sample:carphone", max_frames=7).setup().get_dataparser_outputs("test")
+    dataset = VideoDataset(outputs)
+    torch.manual_seed(0)
+    model = VideoModelConfig(perceptual_metrics_every=3).setup(scene_box=outputs.scene_box, num_train_data=7, metadata=outputs.metadata)
+    model.eval()
+    results, renders = [], []
+    for index in range(7):
+        data = dataset.get_data(index)
+        rgb = model.get_outputs_for_camera(dataset.cameras[index : index + 1])["rgb"]
+        results.append(model.get_image_metrics_and_images({"rgb": rgb}, data)[0])
+        renders.append((rgb.clamp(0, 1), data["image"]))
+    perceptual = ("flip", "lpips")
+    for index, (rgb, image) in enumerate(renders):
+        assert results[index]["psnr"] == pytest.approx(metrics.psnr(rgb, image))
+        scored = index - index % 3
+        expected = frame_metrics(*renders[scored], perceptual)
+        assert {name: results[index][name] for name in perceptual} == pytest.approx(expected), index
+        assert results[index]["perceptual_metrics_every"] == 3
+    assert results[1]["flip"] != pytest.approx(frame_metrics(*renders[1], ("flip",))["flip"], abs=1e-6)  # held, not rescored

@@ -11,12 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_compression import TINY_CONFIG, perturbed
 
 from nvp_nerfstudio.compression import container
 from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, compress, decode
+from nvp_nerfstudio.data.output import to_uint8
 from nvp_nerfstudio.data.video import FrameSelection, load_video
 from nvp_nerfstudio.fields.base import VideoShape
-from nvp_nerfstudio.render import psnr, render_frame
+from nvp_nerfstudio.metrics import psnr
+from nvp_nerfstudio.rendering import render_frame
 from nvp_nerfstudio.scripts.rate_distortion import (
     Point,
     RateDistortionConfig,
@@ -30,8 +33,6 @@ from nvp_nerfstudio.scripts.rate_distortion import (
     reference_point,
     run_reference,
 )
-from nvp_nerfstudio.scripts.render import to_uint8
-from test_compression import TINY_CONFIG, perturbed
 
 SELECTION = FrameSelection(max_frames=6, downscale=4)  # carphone: 6 frames of 44x36
 

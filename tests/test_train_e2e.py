@@ -16,8 +16,10 @@ import pytest
 import torch
 
 from method_configs import methods
-from method_configs.fields import METHODS
-from nvp_nerfstudio.bench import BenchConfig, optimizer_for
+from nvp_nerfstudio.data.video import FrameSelection, load_video
+from nvp_nerfstudio.fields.base import VideoShape
+from nvp_nerfstudio.fit import FitConfig, optimizer_for, psnr_against_time
+from nvp_nerfstudio.methods import METHODS
 
 BIN = Path(sys.executable).parent
 # Measured: 31.0 dB after 300 steps of 4096 pixels on these 24 frames (2-core CPU); a mean colour scores ~12 dB.
@@ -46,7 +48,7 @@ def evaluate(config: Path, output: Path, cwd: Path) -> dict:
 def mean_psnr_against_source(frames_dir: Path) -> float:
     """Mean per-frame PSNR of a PNG folder against the 24 source frames the run trained on."""
     from nvp_nerfstudio.data.video import FrameSelection, load_video
-    from nvp_nerfstudio.render import psnr
+    from nvp_nerfstudio.metrics import psnr
 
     source = load_video("sample:carphone", FrameSelection(max_frames=24)).frames.float() / 255
     frames = load_video(frames_dir).frames.float() / 255
@@ -238,10 +240,38 @@ def test_ns_train_and_the_benchmark_build_the_same_optimizer(method: str) -> Non
     # nvp-bench and nvp-compare claim to train as ns-train does: same AdamW, same hyperparameters.
     parameters = [torch.nn.Parameter(torch.zeros(3))]
     registered = getattr(methods, method.replace("-", "_")).config.optimizers["fields"]["optimizer"].setup(parameters)
-    benchmark = optimizer_for(torch.nn.Linear(1, 1), BenchConfig(method=method))
+    benchmark = optimizer_for(torch.nn.Linear(1, 1), FitConfig(method=method))
     assert type(registered) is type(benchmark)
     keys = ("lr", "betas", "eps", "weight_decay", "fused")
     assert {k: registered.param_groups[0][k] for k in keys} == {k: benchmark.param_groups[0][k] for k in keys}
+
+
+def test_ns_train_and_the_core_loop_give_the_same_field(tmp_path: Path) -> None:
+    # One training loop: ns-train wraps the core's batch draw, loss, AdamW and schedule, so the same steps from
+    # the same seed give the same field. Rays meet the plane at the pixel centres up to float rounding.
+    steps, batch, seed = 30, 2048, 42
+    result = run(
+        "ns-train", "nvp", "--data", "sample:carphone", "--vis", "tensorboard", "--machine.seed", str(seed),
+        "--pipeline.datamanager.seed", str(seed), "--pipeline.datamanager.dataparser.max-frames", "8",
+        "--pipeline.datamanager.train-num-rays-per-batch", str(batch), "--max-num-iterations", str(steps),
+        "--steps-per-eval-batch", "100000", "--steps-per-eval-image", "100000", "--output-dir", str(tmp_path), cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (checkpoint,) = tmp_path.glob("carphone/nvp/*/nerfstudio_models/*.ckpt")
+    prefix = "_model.field."
+    trained = {
+        key[len(prefix) :]: value for key, value in torch.load(checkpoint, map_location="cpu")["pipeline"].items() if key.startswith(prefix)
+    }
+    video = load_video("sample:carphone", FrameSelection(max_frames=8))
+    config = FitConfig(method="nvp", device="cpu", steps=steps, train_batch=batch, seed=seed, eval_every=float("inf"))
+    _, core = psnr_against_time(config, video, VideoShape(video.num_frames, video.height, video.width))
+    initial = METHODS["nvp"].field.setup(shape=core.shape).state_dict()
+    core_state = core.state_dict()
+    assert sorted(trained) == sorted(core_state)
+    for key, value in core_state.items():
+        moved = (value - initial[key]).abs().max()
+        assert moved > 0, key  # training changed it
+        assert (trained[key] - value).abs().max() <= 1e-5 * moved, key
 
 
 def test_every_row_of_the_method_table_is_registered_with_nerfstudio() -> None:

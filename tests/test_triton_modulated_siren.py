@@ -10,8 +10,8 @@ from dataclasses import replace
 
 import pytest
 import torch
-
 from conftest import run_triton_check
+
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fields.modulated_mlp import ModulatedSirenConfig
 
@@ -120,8 +120,8 @@ def test_triton_backend_refuses_what_it_cannot_run(changes: dict, message: str) 
 def check_decoding_matches_torch(device: str) -> None:
     """Whole frames (nvp-render, nvp-decompress and the viewer query the field's forward) through the fused
     kernels and through the torch path."""
-    from method_configs.fields import METHODS
-    from nvp_nerfstudio.render import render_frame
+    from nvp_nerfstudio.methods import METHODS
+    from nvp_nerfstudio.rendering import render_frame
 
     torch.manual_seed(0)
     field = METHODS["nvp"].field.setup(shape=VideoShape(num_frames=4, height=10, width=14)).to(device)

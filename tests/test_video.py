@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import moving_gradient, write_clip
 from PIL import Image
 
-from conftest import moving_gradient, write_clip
 from nvp_nerfstudio.data.video import FrameSelection, VideoInputError, load_video, natural_key
 
 

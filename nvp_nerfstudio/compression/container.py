@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nvp_nerfstudio.outputs import written_atomically
+from nvp_nerfstudio.data.output import written_atomically
 
 MAGIC = b"NVPC"
 VERSION = 1

@@ -24,7 +24,6 @@ import psutil
 import torch
 from torch import Tensor
 
-from method_configs.fields import METHODS
 from nvp_nerfstudio.compression import container, entropy
 from nvp_nerfstudio.compression.container import CodecError, CompressedFileError, Container, Section, corrupt
 from nvp_nerfstudio.compression.entropy import EntropyCoder
@@ -37,6 +36,7 @@ from nvp_nerfstudio.data.video import FrameSelection, VideoInputError
 from nvp_nerfstudio.encodings.grid import GridEncoding
 from nvp_nerfstudio.encodings.per_frame import PerFrameGrid
 from nvp_nerfstudio.fields.base import VideoField, VideoFieldConfig, VideoShape
+from nvp_nerfstudio.methods import METHODS
 
 RANGES_SECTION = "quantisation ranges"
 OTHERS_SECTION = "other tensors"

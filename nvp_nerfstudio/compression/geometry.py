@@ -23,7 +23,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from nvp_nerfstudio.encodings.grid import HASH_PRIMES, UINT32_MASK, GridEncoding
+from nvp_nerfstudio.encodings.grid import GridEncoding
+from nvp_nerfstudio.encodings.layout import HASH_PRIMES, UINT32_MASK
 
 # Vertices hashed per step when enumerating a hashed level's box (bounds memory, not the result).
 CHUNK = 1 << 22

@@ -66,14 +66,6 @@ def generated_mask(kind: str, num_frames: int, height: int, width: int, seed: in
     return mask
 
 
-def region_psnr(prediction: Float[Tensor, "h w 3"], target: Float[Tensor, "h w 3"], region: Bool[Tensor, "h w"]) -> float | None:
-    """PSNR in dB over the pixels of a region (None where the region is empty)."""
-    if not bool(region.any()):
-        return None
-    mse = ((prediction.float() - target.float())[region] ** 2).mean().item()
-    return float("inf") if mse == 0 else -10.0 * float(np.log10(mse))
-
-
 def temporal_median_fill(frames: torch.Tensor, missing: Bool[Tensor, "t h w"], rows_per_chunk: int = 32) -> Float[Tensor, "t h w 3"]:
     """Inpainting baseline: every missing pixel takes the median over time of the known values at its
     position, or its frame's mean known colour where that position is missing in every frame."""

@@ -112,6 +112,11 @@ class VideoFrames:
     def width(self) -> int:
         return self.frames.shape[2]
 
+    @property
+    def clip_name(self) -> str:
+        """The source's file name and the frames' size, as reports title a clip: `bikes.mp4 320x136x250`."""
+        return f"{Path(self.source).name} {self.width}x{self.height}x{self.num_frames}"
+
     def __repr__(self) -> str:
         return f"VideoFrames({self.source!r}, {self.num_frames} frames, {self.width}x{self.height}, {self.fps:g} fps)"
 
@@ -339,3 +344,24 @@ def _decoded_frames(
             f"({failure or 'the stream ends early'}): re-encode or trim the file, or keep the decoded frames (keep_decoded_prefix)"
         )
     raise VideoInputError(f"corrupt video stream in {path} after {index} frames ({failure}): re-encode or trim the file")
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    """The video a command reads, and which of its frames: nested in every command's config (flags without a
+    prefix: --data, --downscale, --max-frames)."""
+
+    data: str
+    """Video file, frame folder or sample:NAME."""
+    downscale: int = 1
+    """Integer factor the width and height are divided by (area averaging)."""
+    max_frames: Optional[int] = None
+    """Keep at most this many frames, from the first; None keeps them all."""
+
+    @property
+    def selection(self) -> FrameSelection:
+        return FrameSelection(max_frames=self.max_frames, downscale=self.downscale)
+
+    def load(self) -> "VideoFrames":
+        """Every kept frame decoded, or VideoInputError naming what is wrong with the input."""
+        return load_video(self.data, self.selection)

@@ -20,7 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from nvp_nerfstudio.encodings.grid import UINT32_MASK
+from nvp_nerfstudio.encodings.layout import UINT32_MASK
 
 SUPPORTED_DIMS = (2, 3)
 _MASK = np.int64(UINT32_MASK)

@@ -25,7 +25,7 @@ import triton.language as tl
 from jaxtyping import Float
 from torch import Tensor
 
-from nvp_nerfstudio.encodings.grid import HASH_PRIMES, UINT32_MASK
+from nvp_nerfstudio.encodings.layout import HASH_PRIMES, UINT32_MASK
 
 BLOCK = 256
 """Points per program of the forward and of the backward's plain scatter."""

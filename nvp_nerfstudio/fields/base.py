@@ -10,7 +10,6 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from nvp_nerfstudio.config import InstantiateConfig
-from nvp_nerfstudio.memory import reuse_freed_memory
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,6 @@ class VideoField(nn.Module):
 
     def __init__(self, config: VideoFieldConfig, shape: VideoShape) -> None:
         super().__init__()
-        reuse_freed_memory()  # the process is about to train or render a field: see memory.py
         self.config = config
         self.shape = shape
 

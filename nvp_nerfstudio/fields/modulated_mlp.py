@@ -10,8 +10,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from nvp_nerfstudio.config import InstantiateConfig
-from nvp_nerfstudio.encodings.grid import triton_interpreted
 from nvp_nerfstudio.fields.mlp import Siren
+from nvp_nerfstudio.kernels import triton_interpreted
 
 
 @dataclass

@@ -24,7 +24,7 @@ import triton.language as tl
 from jaxtyping import Float
 from torch import Tensor
 
-from nvp_nerfstudio.encodings.grid import triton_interpreted
+from nvp_nerfstudio.kernels import triton_interpreted
 
 if TYPE_CHECKING:
     from nvp_nerfstudio.fields.modulated_mlp import ModulatedSiren

@@ -15,11 +15,13 @@ import tyro
 from rich.console import Console
 from rich.table import Table
 
+from nvp_nerfstudio.cli import command
 from nvp_nerfstudio.compression import container
 from nvp_nerfstudio.compression.container import Container
-from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, compress
-from nvp_nerfstudio.data.video import FrameSelection, VideoFrames
-from nvp_nerfstudio.fields.base import VideoField, VideoShape
+from nvp_nerfstudio.compression.field_codec import CodecOptions, compress
+from nvp_nerfstudio.fields.base import VideoShape
+from nvp_nerfstudio.metrics import bits_per_pixel
+from nvp_nerfstudio.plugin.runs import check_run, load_run
 
 CONSOLE = Console()
 
@@ -31,10 +33,6 @@ class CompressConfig:
     output: Annotated[Path, tyro.conf.arg(aliases=("-o",))]
     """The .nvp file to write (replaced only once the new one is complete)."""
     codecs: tyro.conf.OmitArgPrefixes[CodecOptions] = CodecOptions()
-
-
-def bits_per_pixel(num_bytes: int, shape: VideoShape) -> float:
-    return num_bytes * 8 / (shape.num_frames * shape.height * shape.width)
 
 
 def breakdown(stored: Container, total: int, shape: VideoShape) -> Table:
@@ -49,27 +47,7 @@ def breakdown(stored: Container, total: int, shape: VideoShape) -> Table:
     return table
 
 
-def check_run(load_config: Path) -> None:
-    if not load_config.is_file():
-        raise SystemExit(f"error: {load_config} does not exist: pass the config.yml of a trained run")
-
-
-def load_run(load_config: Path) -> tuple[VideoField, VideoInfo, VideoFrames, Path]:
-    """A trained run's field (eval mode), what the decoder needs about its video, the frames it trained on
-    (its frame selection of the source) and its checkpoint."""
-    from nerfstudio.utils.eval_utils import eval_setup
-
-    trainer_config, pipeline, checkpoint, _ = eval_setup(load_config, test_mode="test")
-    parser = pipeline.datamanager.dataparser.config
-    video = pipeline.datamanager.eval_dataset.video
-    info = VideoInfo(
-        trainer_config.method_name,
-        video.fps,
-        FrameSelection(parser.start_frame, parser.end_frame, parser.stride, parser.max_frames, parser.downscale),
-    )
-    return pipeline.model.field.eval(), info, video, checkpoint
-
-
+@command()
 def main(config: CompressConfig) -> None:
     check_run(config.load_config)
     if config.output.is_dir() or not config.output.parent.is_dir():

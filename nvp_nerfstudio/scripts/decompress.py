@@ -18,14 +18,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
+from nvp_nerfstudio.cli import command
 from nvp_nerfstudio.compression import container
 from nvp_nerfstudio.compression.container import CompressedFileError, Container
 from nvp_nerfstudio.compression.field_codec import decode
+from nvp_nerfstudio.data.output import FrameWriter, check_output, to_uint8
 from nvp_nerfstudio.data.video import FrameSelection, VideoInputError, open_frames
 from nvp_nerfstudio.fields.base import VideoShape
-from nvp_nerfstudio.outputs import FrameWriter, OutputPathError, check_output
-from nvp_nerfstudio.render import field_frames, psnr
-from nvp_nerfstudio.outputs import to_uint8
+from nvp_nerfstudio.metrics import psnr
+from nvp_nerfstudio.rendering import field_frames
 from nvp_nerfstudio.segments import SegmentedVideo
 
 CONSOLE = Console()
@@ -58,25 +59,17 @@ def decoded_frames(stored: Container, source: str, chunk: int) -> tuple[Iterator
     return field_frames(field, chunk), field.shape, info.fps, info.selection, f"the {info.method} field"
 
 
+@command()
 def main(config: DecompressConfig) -> None:
     from torchmetrics.functional import structural_similarity_index_measure
 
-    try:
-        check_output(config.output)  # before anything is decoded
-    except OutputPathError as err:
-        raise SystemExit(f"error: {err}") from None
+    check_output(config.output)  # before anything is decoded
     start = time.perf_counter()
-    try:
-        frames, shape, fps, selection, label = decoded_frames(container.read(config.input), str(config.input), config.chunk)
-    except CompressedFileError as err:
-        raise SystemExit(f"error: {err}") from None
+    frames, shape, fps, selection, label = decoded_frames(container.read(config.input), str(config.input), config.chunk)
     decode_seconds = time.perf_counter() - start
     reference = None
     if config.reference is not None:  # decoded frame by frame alongside: never the whole video in memory
-        try:
-            reference = open_frames(config.reference, selection)
-        except VideoInputError as err:
-            raise SystemExit(f"error: {err}") from None
+        reference = open_frames(config.reference, selection)
         if (reference.width, reference.height) != (shape.width, shape.height):
             raise SystemExit(
                 f"error: the reference is {reference.width}x{reference.height} but {config.input} holds "

@@ -32,13 +32,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 
-from nvp_nerfstudio.compare import clip_name
+from nvp_nerfstudio.cli import command
 from nvp_nerfstudio.compression import container, reference_codecs
 from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, compress, decode, raw_8bit_bytes
+from nvp_nerfstudio.data.output import to_uint8
 from nvp_nerfstudio.fields.base import VideoField, VideoShape
-from nvp_nerfstudio.render import field_frames, psnr
-from nvp_nerfstudio.scripts.compress import bits_per_pixel, check_run, load_run
-from nvp_nerfstudio.outputs import to_uint8
+from nvp_nerfstudio.metrics import bits_per_pixel, psnr
+from nvp_nerfstudio.plugin.runs import check_run, load_run
+from nvp_nerfstudio.rendering import field_frames
 
 CONSOLE = Console()
 ANCHOR = ("x265", "yuv420p")
@@ -407,6 +408,7 @@ def plot(path: Path, title: str, runs: list[RunResult], references: list[Point])
 # ---------------------------------------------------------------- the command
 
 
+@command()
 def main(config: RateDistortionConfig) -> tuple[list[RunResult], list[Point]]:
     if not config.load_config:
         raise SystemExit("error: pass --load-config RUN/config.yml (one or more trained runs)")
@@ -424,7 +426,7 @@ def main(config: RateDistortionConfig) -> tuple[list[RunResult], list[Point]]:
                 f"{video.source} ({info.selection}): nvp-rd compares runs of the same frames"
             )
     labels = run_labels([run_info.method for _, run_info, _, _ in loaded], config.load_config)
-    source, title = video.frames, clip_name(video)
+    source, title = video.frames, video.clip_name
     CONSOLE.print(f"Rate-distortion of {', '.join(labels)} on {title}: {len(sweep)} codec settings a run, {len(jobs)} reference encodes")
     runs, references = [], []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

@@ -19,8 +19,9 @@ import tyro
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from nvp_nerfstudio.outputs import FrameWriter, OutputPathError, check_output, to_uint8
-from nvp_nerfstudio.render import render_frame
+from nvp_nerfstudio.cli import command
+from nvp_nerfstudio.data.output import FrameWriter, check_output, to_uint8
+from nvp_nerfstudio.rendering import render_frame
 
 CONSOLE = Console()
 
@@ -82,15 +83,13 @@ def rendered_frames(
         yield to_uint8(prediction), seconds
 
 
+@command()
 def main(config: RenderConfig) -> None:
     from nerfstudio.utils.eval_utils import eval_setup
 
     if not config.load_config.is_file():
         raise SystemExit(f"error: {config.load_config} does not exist: pass the config.yml of a trained run")
-    try:
-        check_output(config.output)  # before the model is loaded and any frame rendered
-    except OutputPathError as err:
-        raise SystemExit(f"error: {err}") from None
+    check_output(config.output)  # before the model is loaded and any frame rendered
     _, pipeline, checkpoint, _ = eval_setup(config.load_config, test_mode="test")
     video = pipeline.datamanager.eval_dataset.video
     field = pipeline.model.field.eval()

@@ -25,13 +25,14 @@ import tyro
 from rich.console import Console
 from rich.table import Table
 
-from nvp_nerfstudio.bench import BenchConfig, check_methods, evenly_spaced, is_cuda, psnr_against_time, render_chunk
-from nvp_nerfstudio.data.masks import load_mask, region_psnr, temporal_median_fill
-from nvp_nerfstudio.data.video import FrameSelection, VideoFrames, VideoInputError, holdout_split, load_video
+from nvp_nerfstudio.cli import command
+from nvp_nerfstudio.data.interpolation import blend
+from nvp_nerfstudio.data.masks import load_mask, temporal_median_fill
+from nvp_nerfstudio.data.video import VideoFrames, VideoInputError, VideoSource, holdout_split
 from nvp_nerfstudio.fields.base import VideoShape
-from nvp_nerfstudio.metrics import HIGHER_IS_BETTER, METRIC_NAMES, frame_metrics
-from nvp_nerfstudio.render import render_frame
-from nvp_nerfstudio.scripts.blend_baseline import blend
+from nvp_nerfstudio.fit import FitConfig, check_methods, evenly_spaced, is_cuda, psnr_against_time, render_chunk
+from nvp_nerfstudio.metrics import HIGHER_IS_BETTER, METRIC_NAMES, bits_per_pixel, frame_metrics, psnr
+from nvp_nerfstudio.rendering import render_frame
 
 CONSOLE = Console()
 BLEND = "linear blend"
@@ -42,10 +43,9 @@ REGION_METRICS = ("psnr_masked", "psnr_known")
 
 @dataclass
 class CompareConfig:
-    data: str = "sample:bikes"
-    """Video file, frame folder or sample:NAME."""
+    source: tyro.conf.OmitArgPrefixes[VideoSource] = VideoSource("sample:bikes")
     methods: Tuple[str, ...] = ("nvp", "ngp-video", "kplanes-video", "ffn-video", "siren-video")
-    """Methods of method_configs/fields.py, trained one after another."""
+    """Methods of nvp_nerfstudio/methods.py, trained one after another."""
     time_budget: float = 300.0
     """Seconds of training per method."""
     steps: Optional[int] = None
@@ -101,7 +101,7 @@ def mean_metrics(
         values = frame_metrics(prediction, truth, [n for n in names if index in perceptual or n not in PERCEPTUAL_METRICS])
         if video.missing is not None:
             missing = video.missing[index].to(prediction.device)
-            values.update(zip(REGION_METRICS, (region_psnr(prediction, truth, missing), region_psnr(prediction, truth, ~missing))))
+            values.update(zip(REGION_METRICS, (psnr(prediction, truth, missing), psnr(prediction, truth, ~missing))))
         for name, value in values.items():
             if value is not None:  # a frame without missing pixels has no masked PSNR
                 totals.setdefault(name, []).append(value)
@@ -114,22 +114,22 @@ def perceptual_frames(config: CompareConfig, scored: list[int]) -> list[int]:
 
 
 def run_method(config: CompareConfig, name: str, video: VideoFrames, train_frames: list[int], scored: list[int]):
-    bench = BenchConfig(
-        data=config.data, method=name, device=config.device, seconds=config.time_budget, steps=config.steps,
+    fit_config = FitConfig(
+        method=name, device=config.device, seconds=config.time_budget, steps=config.steps,
         train_batch=config.train_batch, eval_every=config.eval_every, seed=config.seed,
     )
     shape = VideoShape(video.num_frames, video.height, video.width)
-    curve, trained = psnr_against_time(bench, video, shape, train_frames, perceptual_frames(config, scored), scored)
+    curve, trained = psnr_against_time(fit_config, video, shape, train_frames, perceptual_frames(config, scored), scored)
     trained.eval()
     last = max(video.num_frames - 1, 1)
-    chunk = render_chunk(bench)
+    chunk = render_chunk(fit_config)
     render_seconds = 0.0
 
     def predict(index: int) -> torch.Tensor:
         nonlocal render_seconds  # decoding speed: the renders alone, not the metrics
         start = time.perf_counter()
         frame = render_frame(trained, index / last, video.height, video.width, chunk)
-        if is_cuda(bench):
+        if is_cuda(fit_config):
             torch.cuda.synchronize()
         render_seconds += time.perf_counter() - start
         return frame
@@ -158,10 +158,6 @@ def median_fill_result(config: CompareConfig, video: VideoFrames, train_frames: 
     return MethodResult(MEDIAN_FILL, metrics), middle
 
 
-def bits_per_pixel(parameters: int, bits: int, video: VideoFrames) -> float:
-    return parameters * bits / (video.num_frames * video.height * video.width)
-
-
 COLUMNS = ("method", "parameters", "bpp (8-bit)", "bpp (fp32)", "train s", "steps", "samples/s", "decode fps")
 
 
@@ -172,8 +168,8 @@ def result_record(result: MethodResult, video: VideoFrames, names: list[str]) ->
         result.name,
         *[result.metrics.get(n) for n in names],
         result.parameters,
-        bits_per_pixel(result.parameters, 8, video) if trained else None,
-        bits_per_pixel(result.parameters, 32, video) if trained else None,
+        bits_per_pixel(result.parameters, video) if trained else None,
+        bits_per_pixel(result.parameters * 4, video) if trained else None,
         result.train_seconds if trained else None,
         result.steps if trained else None,
         result.samples_per_s if trained else None,
@@ -185,10 +181,6 @@ def formatted(record: list, names: list[str]) -> list[str]:
     """The row as the markdown and console tables show it."""
     formats = ["{}", *("{:.2f}" if n.startswith("psnr") else "{:.4f}" for n in names), "{:,}", "{:.3f}", "{:.3f}", "{:.0f}", "{}", "{:,.0f}", "{:.2f}"]
     return ["" if value is None else fmt.format(value) for fmt, value in zip(formats, record)]
-
-
-def clip_name(video: VideoFrames) -> str:
-    return f"{Path(video.source).name} {video.width}x{video.height}x{video.num_frames}"
 
 
 def metric_header(name: str) -> str:
@@ -226,7 +218,7 @@ def write_outputs(
     if config.mask is not None:
         task = f"inpainting (mask {config.mask}) and {task}" if config.holdout_every else f"inpainting (mask {config.mask})"
     lines = [
-        f"# {clip_name(video)} — {task}, {budget} per method ({config.device})",
+        f"# {video.clip_name} — {task}, {budget} per method ({config.device})",
         "",
         metrics_sentence(config, scored, names),
         "",
@@ -239,7 +231,7 @@ def write_outputs(
     for row in rows:
         table.add_row(*row)
     Console(width=max(CONSOLE.width, 160)).print(table)  # wide: a piped console defaults to 80 columns
-    plot_curves(out / "psnr_vs_time.png", results, f"{clip_name(video)}: {task}")
+    plot_curves(out / "psnr_vs_time.png", results, f"{video.clip_name}: {task}")
     plot_frame_grid(out / "frame_grid.png", video, scored, results, predictions)
     CONSOLE.print(f"Wrote {out / 'compare.md'}, compare.csv, psnr_vs_time.png and frame_grid.png")
 
@@ -273,7 +265,6 @@ def plot_frame_grid(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nvp_nerfstudio.render import psnr
 
     index = scored[len(scored) // 2]
     truth = video.frames[index].float() / 255.0
@@ -296,6 +287,7 @@ def plot_frame_grid(
     plt.close(figure)
 
 
+@command()
 def main(config: CompareConfig) -> list[MethodResult]:
     check_methods(config.methods)
     unknown_metrics = [m for m in config.metrics if m not in METRIC_NAMES]
@@ -303,19 +295,15 @@ def main(config: CompareConfig) -> list[MethodResult]:
         raise SystemExit(f"error: unknown metric(s) {', '.join(unknown_metrics)}: choose from {', '.join(METRIC_NAMES)}")
     if config.time_budget <= 0 and not config.steps:
         raise SystemExit("error: --time-budget must be positive (or give --steps)")
-    try:
-        selection = FrameSelection(max_frames=config.max_frames, downscale=config.downscale)
-        video = load_video(config.data, selection)
-        train_frames, scored = list(range(video.num_frames)), list(range(video.num_frames))
-        if config.holdout_every is not None:
-            train_frames, scored = holdout_split(video.num_frames, config.holdout_every)
-            if not scored or not train_frames:
-                raise VideoInputError(f"holdout_every={config.holdout_every} leaves no held-out or no kept frame of {video.num_frames}")
-        if config.mask is not None:
-            video.missing = load_mask(config.mask, video, selection)
-    except VideoInputError as err:
-        raise SystemExit(f"error: {err}") from None
-    CONSOLE.print(f"Comparing {', '.join(config.methods)} on {clip_name(video)}")
+    video = config.source.load()
+    train_frames, scored = list(range(video.num_frames)), list(range(video.num_frames))
+    if config.holdout_every is not None:
+        train_frames, scored = holdout_split(video.num_frames, config.holdout_every)
+        if not scored or not train_frames:
+            raise VideoInputError(f"holdout_every={config.holdout_every} leaves no held-out or no kept frame of {video.num_frames}")
+    if config.mask is not None:
+        video.missing = load_mask(config.mask, video, config.source.selection)
+    CONSOLE.print(f"Comparing {', '.join(config.methods)} on {video.clip_name}")
     results, predictions = [], {}
     for name in config.methods:
         result, predictions[name] = run_method(config, name, video, train_frames, scored)

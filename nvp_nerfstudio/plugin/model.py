@@ -14,13 +14,13 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer_elements import ViewerSlider
 from torch import Tensor
 from torch.nn import Parameter
-from torchmetrics.functional import peak_signal_noise_ratio
 
-from nvp_nerfstudio.data.masks import region_psnr
 from nvp_nerfstudio.fields.base import VideoFieldConfig, VideoShape
 from nvp_nerfstudio.fields.nvp import NVPFieldConfig
-from nvp_nerfstudio.metrics import LpipsWeightsError, frame_metrics
-from nvp_nerfstudio.viewer import VideoViewerControl
+from nvp_nerfstudio.fit import reconstruction_loss
+from nvp_nerfstudio.metrics import LpipsWeightsError, frame_metrics, psnr
+from nvp_nerfstudio.plugin import set_up_process
+from nvp_nerfstudio.plugin.viewer import VideoViewerControl
 
 
 @dataclass
@@ -42,6 +42,7 @@ class VideoModel(Model):
 
     def populate_modules(self) -> None:
         super().populate_modules()
+        set_up_process()
         video = self.kwargs["metadata"]["video"]
         self.video = video
         self.video_shape = VideoShape(video.num_frames, video.height, video.width)
@@ -94,6 +95,8 @@ class VideoModel(Model):
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
         batch_shape = ray_bundle.origins.shape[:-1]
         xyt, inside, distance = self.plane_coordinates(ray_bundle)
+        if "xyt" in ray_bundle.metadata:  # a data manager's batch of pixels: their centres exactly, as the core loop
+            xyt = ray_bundle.metadata["xyt"].reshape(-1, 3).to(xyt)
         rgb = torch.tensor(self.config.background_color, device=xyt.device).expand(len(xyt), 3)
         if bool(inside.all()):
             rgb = self.field(xyt)
@@ -128,13 +131,13 @@ class VideoModel(Model):
 
     def get_metrics_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         image = batch["image"].to(self.device)
-        return {"psnr": peak_signal_noise_ratio(outputs["rgb"].detach().clamp(0, 1), image, data_range=1.0)}
+        return {"psnr": torch.tensor(psnr(outputs["rgb"].detach().clamp(0, 1), image))}
 
     def get_loss_dict(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor], metrics_dict: Dict[str, Tensor] | None = None
     ) -> Dict[str, Tensor]:
         image = batch["image"].to(self.device)
-        return {"rgb_loss": torch.nn.functional.mse_loss(outputs["rgb"], image)}
+        return {"rgb_loss": reconstruction_loss(outputs["rgb"], image)}
 
     def get_image_metrics_and_images(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
@@ -146,8 +149,8 @@ class VideoModel(Model):
         metrics = {**frame_metrics(rgb, image, ("psnr", "ssim")), **self.sampled_metrics(rgb, image, int(batch["image_idx"]))}
         if "missing" in batch:  # inpainting: the filled-in pixels and the known ones apart
             missing = batch["missing"].to(self.device)
-            metrics["psnr_masked"] = region_psnr(rgb, image, missing)
-            metrics["psnr_known"] = region_psnr(rgb, image, ~missing)
+            metrics["psnr_masked"] = psnr(rgb, image, missing)
+            metrics["psnr_known"] = psnr(rgb, image, ~missing)
         images = {"img": torch.cat([image, rgb], dim=1), "error": colormaps.apply_colormap(error / error.max().clamp_min(1e-6))}
         return metrics, images
 

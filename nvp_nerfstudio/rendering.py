@@ -31,9 +31,3 @@ def field_frames(field: VideoField, chunk: int = 1 << 16) -> Iterator[Float[Tens
     shape = field.shape
     last = max(shape.num_frames - 1, 1)
     return (render_frame(field, index / last, shape.height, shape.width, chunk) for index in range(shape.num_frames))
-
-
-def psnr(prediction: Tensor, target: Tensor) -> float:
-    """PSNR in dB of images in [0, 1]."""
-    mse = torch.mean((prediction.float() - target.float()) ** 2).item()
-    return float("inf") if mse == 0 else -10.0 * torch.log10(torch.tensor(mse)).item()

@@ -11,12 +11,10 @@ from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, Va
 from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader, RandIndicesEvalDataloader
 from nerfstudio.model_components.ray_generators import RayGenerator
 
-from nvp_nerfstudio.data.dataparser import VideoDataParserConfig
-from nvp_nerfstudio.data.dataset import VideoDataset
 from nvp_nerfstudio.data.sampler import FramePixelSampler
-
-CPU_BATCH = 1 << 14  # on a CPU, more steps beat bigger batches at equal time
-CUDA_BATCH = 1 << 20  # the paper's setting (1,245,184) rounded to a power of two
+from nvp_nerfstudio.fit import default_batch
+from nvp_nerfstudio.plugin.dataparser import VideoDataParserConfig
+from nvp_nerfstudio.plugin.dataset import VideoDataset
 
 
 @dataclass
@@ -53,7 +51,7 @@ class VideoDataManager(VanillaDataManager[VideoDataset]):
     def get_train_rays_per_batch(self) -> int:
         if self.config.train_num_rays_per_batch is not None:
             return self.config.train_num_rays_per_batch
-        return CUDA_BATCH if torch.device(self.device).type == "cuda" else CPU_BATCH
+        return default_batch(self.device)
 
     def get_eval_rays_per_batch(self) -> int:
         return self.config.eval_num_rays_per_batch
@@ -69,4 +67,7 @@ class VideoDataManager(VanillaDataManager[VideoDataset]):
     @staticmethod
     def _next(sampler: FramePixelSampler, ray_generator: RayGenerator, num: int) -> Tuple[RayBundle, Dict]:
         indices, rgb = sampler.sample(num)
-        return ray_generator(indices), {"image": rgb, "indices": indices}
+        ray_bundle = ray_generator(indices)
+        # The pixel centres themselves, as the core loop trains on them: the model need not intersect these rays.
+        ray_bundle.metadata["xyt"] = sampler.coordinates(indices)
+        return ray_bundle, {"image": rgb, "indices": indices}

@@ -1,8 +1,8 @@
-"""Training settings shared by every video method: the paper's optimiser and a trainer that fits the machine."""
+"""Training settings shared by every video method in nerfstudio: the core loop's optimiser and schedule (fit.py)
+as nerfstudio configs, and a trainer that fits the machine."""
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -12,13 +12,14 @@ from typing import Any, Dict, Tuple, Type
 import torch
 from nerfstudio.engine.optimizers import OptimizerConfig
 from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
-from method_configs.fields import ADAM_BETAS, ADAM_EPS, ADAM_WEIGHT_DECAY
+from nvp_nerfstudio.data.output import written_atomically
 from nvp_nerfstudio.data.video import SAMPLE_PREFIX
-from nvp_nerfstudio.outputs import written_atomically
+from nvp_nerfstudio.fit import FINAL_LR_FRACTION, cosine_lr_factor
+from nvp_nerfstudio.methods import ADAM_BETAS, ADAM_EPS, ADAM_WEIGHT_DECAY
 
 CHECKPOINT_NAME = re.compile(r"step-(\d+)\.ckpt")
 
@@ -43,7 +44,7 @@ class CosineToFinalSchedulerConfig(SchedulerConfig):
     """
 
     _target: Type = field(default_factory=lambda: CosineToFinalScheduler)
-    learning_rate_alpha: float = 1e-3
+    learning_rate_alpha: float = FINAL_LR_FRACTION
     """Final learning rate as a fraction of the initial one."""
     max_steps: int = 20000
 
@@ -53,21 +54,17 @@ class CosineToFinalScheduler(Scheduler):
 
     def get_scheduler(self, optimizer: torch.optim.Optimizer, lr_init: float) -> LRScheduler:
         alpha, total = self.config.learning_rate_alpha, max(self.config.max_steps, 1)
-
-        def factor(step: int) -> float:
-            progress = min(step / total, 1.0)
-            return alpha + (1.0 - alpha) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        return LambdaLR(optimizer, lr_lambda=factor)
+        return LambdaLR(optimizer, lr_lambda=lambda step: cosine_lr_factor(step / total, alpha))
 
 
-def paper_optimizers(lr: float = 1e-2, final_lr: float = 1e-5, weight_decay: float = ADAM_WEIGHT_DECAY) -> Dict[str, Any]:
-    """NVP's optimisation: AdamW (ADAM_BETAS, ADAM_EPS), one parameter group, cosine decay from lr to final_lr over the run."""
+def paper_optimizers(lr: float = 1e-2, weight_decay: float = ADAM_WEIGHT_DECAY) -> Dict[str, Any]:
+    """NVP's optimisation, as the core loop's (fit.py): AdamW (ADAM_BETAS, ADAM_EPS), one parameter group, cosine
+    decay from lr to lr * FINAL_LR_FRACTION over the run."""
     return {
         "fields": {
             "optimizer": AdamWOptimizerConfig(lr=lr, weight_decay=weight_decay),
             # max_steps follows the trainer's max_num_iterations (VideoTrainerConfig.__post_init__).
-            "scheduler": CosineToFinalSchedulerConfig(learning_rate_alpha=final_lr / lr),
+            "scheduler": CosineToFinalSchedulerConfig(),
         }
     }
 

@@ -1,20 +1,13 @@
-"""Every video method's field and learning rate, in one table. No nerfstudio import here, so the
-benchmark runs without it; `methods.py` turns each row into a registered nerfstudio method."""
+"""Every video method's field and learning rate, in one table. Core module: no nerfstudio, so the commands
+run without it; `method_configs/methods.py` turns each row into a registered nerfstudio method."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 from nvp_nerfstudio.fields.base import VideoFieldConfig
-from nvp_nerfstudio.fields.baselines import (
-    FourierFieldConfig,
-    HashGridFieldConfig,
-    KPlanesFieldConfig,
-    NeRVFieldConfig,
-    SirenFieldConfig,
-)
+from nvp_nerfstudio.fields.baselines import FourierFieldConfig, HashGridFieldConfig, KPlanesFieldConfig, NeRVFieldConfig, SirenFieldConfig
 from nvp_nerfstudio.fields.nvp import NVPFieldConfig, NVPPaperFieldConfig
-
 
 # Adam's beta2 and eps for every method, as instant-ngp sets them for hash grids (torch's defaults
 # are 0.999 and 1e-8): a grid entry's gradient is zero on most steps and tiny when not, and eps 1e-8

@@ -1,4 +1,4 @@
-"""Benchmark of video fields, one method and grid backend after another in one run: training and inference
+"""nvp-bench: benchmark of video fields, one method and grid backend after another in one run: training and inference
 throughput over batch sizes, time per step by component, decode frames/s, peak memory, PSNR against wall time.
 
 Runs on the core alone (torch, numpy, av, tyro; matplotlib for the plot), so it also runs on a GPU
@@ -10,96 +10,70 @@ from __future__ import annotations
 
 import json
 import math
-import resource
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, Tuple
+from typing import Any, Literal, Optional, Tuple
 
 import torch
 import tyro
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from method_configs.fields import ADAM_BETAS, ADAM_EPS, ADAM_WEIGHT_DECAY, METHODS
-from nvp_nerfstudio.data.sampler import FramePixelSampler
-from nvp_nerfstudio.data.video import FrameSelection, VideoFrames, VideoInputError, load_video
-from nvp_nerfstudio.encodings.grid import GridBackend, GridEncoding, GridEncodingConfig
+from nvp_nerfstudio.cli import command
+from nvp_nerfstudio.data.video import VideoFrames, VideoSource
+from nvp_nerfstudio.encodings.grid import GridBackend, GridEncodingConfig
 from nvp_nerfstudio.fields.base import VideoField, VideoShape
 from nvp_nerfstudio.fields.modulated_mlp import ModulatedSirenConfig
-from nvp_nerfstudio.memory import release_freed_memory
-from nvp_nerfstudio.render import psnr, render_frame
+from nvp_nerfstudio.fit import (
+    FitConfig,
+    TrainSteps,
+    build_field,
+    check_methods,
+    compiles_whole_field,
+    is_cuda,
+    optimizer_for,
+    psnr_against_time,
+    reconstruction_loss,
+    render_chunk,
+    sampler_for,
+    synchronize,
+    training_batch,
+)
+from nvp_nerfstudio.memory import peak_rss_mib, release_freed_memory
+from nvp_nerfstudio.methods import METHODS
+from nvp_nerfstudio.rendering import render_frame
 
 CONSOLE = Console()
 
 
 @dataclass
-class BenchConfig:
-    data: str = "sample:bikes"
-    """Video file, frame folder or sample:NAME."""
+class BenchConfig(FitConfig):
+    source: tyro.conf.OmitArgPrefixes[VideoSource] = VideoSource("sample:bikes")
     methods: Tuple[str, ...] = ("nvp",)
-    """Methods of method_configs/fields.py to run one after another (`all`: every one of them)."""
+    """Methods of nvp_nerfstudio/methods.py to run one after another (`all`: every one of them)."""
     grid_backends: Tuple[GridBackend, ...] = ("auto",)
     """Grid backends each method runs with (auto: tcnn, else Triton on CUDA; numba on a CPU); methods
     without grid encodings run once."""
-    downscale: int = 1
-    max_frames: Optional[int] = None
-    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
     batch_sizes: Optional[Tuple[int, ...]] = None
     """Batch sizes whose training throughput (forward + backward + AdamW step) is measured; None: 2^14-2^18
     on a CPU, 2^18-2^21 on CUDA."""
     throughput_steps: int = 3
     """Timed steps per batch size, after one warm-up step."""
-    tf32: bool = False
-    """Let CUDA matrix products use TF32 tensor cores (the MLPs; the paper trains in full fp32)."""
-    mlp_precision: Literal["auto", "float32", "bfloat16"] = "auto"
-    """Arithmetic of NVP's modulated SIREN (see ModulatedSirenConfig.precision); other fields ignore it."""
     mlp_backends: Tuple[Literal["torch", "triton"], ...] = ("torch",)
     """Kernels NVP's modulated SIREN runs with, one run each (see ModulatedSirenConfig.backend: torch, or the
     fused Triton kernels); methods without it run once."""
-    cuda_graph: bool = False
-    """Record one training step (sampling, forward, loss, backward, AdamW) as a CUDA graph and replay it: no
-    Python between kernels. CUDA only; not with an inpainting mask (its batches change shape)."""
-    compile: bool = False
-    """Run the field through torch.compile: all of it on a CPU or with the torch grid path (the numba kernels
-    are torch operators; the step breakdown then times the compiled forward as one), else, with the Triton
-    or tcnn kernels that Inductor cannot trace, its grid-free parts (the MLP)."""
     decode_size: Optional[Tuple[int, int]] = None
     """Width and height at which full-frame decoding speed is measured; None: the clip's own."""
     decode_frames: int = 20
     """Frames rendered for the decoding speed (after one warm-up frame)."""
-    render_chunk: Optional[int] = None
-    """Pixels per field query when rendering frames; None: 2^16 on a CPU, 2^22 on CUDA."""
-    seconds: float = 300.0
-    """Wall-clock training budget of the PSNR-against-time run (0 skips it)."""
-    steps: Optional[int] = None
-    """Train this many steps instead of for `seconds` (the learning-rate schedule then follows steps)."""
-    train_batch: Optional[int] = None
-    """Pixels per step of that run; None: 2**14 on a CPU, 2**20 on CUDA (as ns-train)."""
-    eval_every: float = 30.0
-    """Seconds of training between two PSNR points (evaluation time is not counted)."""
-    eval_frames: int = 10
-    """Frames, evenly spaced, whose mean PSNR makes each point before the last (0: every frame); the last point,
-    the run's figure, is over every frame: a subset reads high on clips with scene cuts."""
-    lr: Optional[float] = None
-    """Initial learning rate; None: the method's (cosine decay to a thousandth of it)."""
-    weight_decay: float = ADAM_WEIGHT_DECAY
-    seed: int = 0
+    tf32: bool = False
+    """Let CUDA matrix products use TF32 tensor cores (the MLPs; the paper trains in full fp32)."""
     output_dir: Path = Path("bench-results")
     # The run at hand, one of `methods` x `grid_backends` (set by main; other tools set them directly).
     method: tyro.conf.Suppress[str] = "nvp"
     grid_backend: tyro.conf.Suppress[GridBackend] = "auto"
     mlp_backend: tyro.conf.Suppress[Literal["torch", "triton"]] = "torch"
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory since it started, or since the last reset_peak_memory()."""
-    try:
-        with open("/proc/self/status") as status:  # VmHWM, unlike ru_maxrss, can be reset
-            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024.0
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def peak_memory(config: BenchConfig) -> dict[str, float]:
@@ -118,149 +92,6 @@ def reset_peak_memory(config: BenchConfig) -> None:
         pass  # elsewhere the figure stays the process's peak so far
     if is_cuda(config):
         torch.cuda.reset_peak_memory_stats()
-
-
-def is_cuda(config: BenchConfig) -> bool:
-    return torch.device(config.device).type == "cuda"
-
-
-def render_chunk(config: BenchConfig) -> int:
-    """Pixels per field query when rendering whole frames."""
-    return config.render_chunk or (1 << 22 if is_cuda(config) else 1 << 16)
-
-
-def synchronize(config: BenchConfig) -> None:
-    if is_cuda(config):
-        torch.cuda.synchronize()
-
-
-def with_nested(config: Any, kind: type, **changes: Any) -> Any:
-    """A copy of a (nested) field config in which every config of the given kind has these changes."""
-    if isinstance(config, kind):
-        return replace(config, **changes)
-    if not is_dataclass(config):
-        return config
-    nested = {f.name: getattr(config, f.name) for f in fields(config) if is_dataclass(getattr(config, f.name))}
-    return replace(config, **{name: with_nested(value, kind, **changes) for name, value in nested.items()})
-
-
-def build_field(config: BenchConfig, shape: VideoShape) -> VideoField:
-    """The field on its device, compiled in place when asked."""
-    torch.manual_seed(config.seed)
-    field_config = with_nested(METHODS[config.method].field, GridEncodingConfig, backend=config.grid_backend)
-    field_config = with_nested(field_config, ModulatedSirenConfig, precision=config.mlp_precision, backend=config.mlp_backend)
-    field_module = field_config.setup(shape=shape).to(config.device)
-    if config.compile:
-        compile_in_place(field_module, whole=compiles_whole_field(config))
-    return field_module
-
-
-def compiles_whole_field(config: BenchConfig) -> bool:
-    """Inductor cannot trace the Triton or tcnn grid kernels: with those, only the grid-free parts compile."""
-    return config.compile and not (is_cuda(config) and config.grid_backend != "torch")
-
-
-def compile_in_place(field_module: VideoField, whole: bool) -> None:
-    """torch.compile the field's forward, or that of its children without grids; state-dict keys stay as they are."""
-    if whole:
-        field_module.forward = torch.compile(field_module.forward, dynamic=False)
-        return
-    for child in field_module.children():
-        if not any(isinstance(module, GridEncoding) for module in child.modules()):
-            child.forward = torch.compile(child.forward, dynamic=False)
-
-
-def sampler_for(
-    config: BenchConfig, video: VideoFrames, field_module: VideoField, frames: Optional[Sequence[int]] = None
-) -> FramePixelSampler:
-    """Training batches from the given frames (default: all), in the batch mode the field trains in,
-    never from the video's missing pixels (inpainting)."""
-    frames = range(video.num_frames) if frames is None else frames
-    return FramePixelSampler(video.frames, frames, config.device, config.seed, field_module.trains_on_whole_frames, video.missing)
-
-
-def initial_lr(config: BenchConfig) -> float:
-    return config.lr or METHODS[config.method].lr
-
-
-def optimizer_for(field_module: VideoField, config: BenchConfig) -> torch.optim.Optimizer:
-    lr = initial_lr(config)
-    if config.cuda_graph:  # a graph replays AdamW's kernels with their arguments: the rate must be a tensor
-        lr = torch.tensor(lr, device=config.device)
-    return torch.optim.AdamW(
-        field_module.parameters(), lr, ADAM_BETAS, ADAM_EPS, config.weight_decay, fused=True, capturable=config.cuda_graph
-    )
-
-
-def step_on_batch(
-    field_module: VideoField, optimizer: torch.optim.Optimizer, sampler: FramePixelSampler, batch: int
-) -> tuple[torch.Tensor, int]:
-    """One step on about `batch` pixels, left running on the device: its loss, and how many pixels it
-    trained on (whole-frame batches round)."""
-    indices, rgb = sampler.sample(batch)
-    loss = torch.nn.functional.mse_loss(field_module(sampler.coordinates(indices)), rgb)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss, len(indices)
-
-
-class TrainSteps:
-    """Training steps of one field at a fixed batch size: eager, or one step recorded as a CUDA graph and
-    replayed (config.cuda_graph). With warm_up, a first step (compiling kernels, recording the graph) runs
-    outside any clock, and the field and AdamW are then put back as they were."""
-
-    def __init__(self, config: BenchConfig, field_module: VideoField, sampler: FramePixelSampler, batch: int, warm_up: bool) -> None:
-        self.config, self.field_module, self.sampler, self.batch = config, field_module, sampler, batch
-        self.graph: Optional[torch.cuda.CUDAGraph] = None
-        if config.cuda_graph and (not is_cuda(config) or sampler.missing is not None):
-            raise ValueError("--cuda-graph needs CUDA and batches of one shape (no inpainting mask)")
-        self.optimizer = optimizer_for(field_module, config)
-        if not (warm_up or config.cuda_graph):
-            return
-        initial = {name: value.clone() for name, value in field_module.state_dict().items()}
-        start = time.perf_counter()
-        if config.cuda_graph:
-            self.record_graph()
-        else:
-            self()
-        seconds = time.perf_counter() - start
-        if seconds > 1.0:  # compiling: worth a word
-            CONSOLE.print(f"{config.method}: warming up took {seconds:.0f} s (not counted as training time)")
-        field_module.load_state_dict(initial)
-        if self.graph is None:
-            self.optimizer = optimizer_for(field_module, config)
-        else:  # the graph holds AdamW's state tensors: start them over in place
-            for state in self.optimizer.state.values():
-                for value in state.values():
-                    value.zero_()
-
-    def record_graph(self) -> None:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # eager steps first: Triton compiles, cuBLAS picks kernels, AdamW makes its state
-            for _ in range(2):
-                step_on_batch(self.field_module, self.optimizer, self.sampler, self.batch)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        self.graph.register_generator_state(self.sampler.generator)  # each replay draws new pixels
-        with torch.cuda.graph(self.graph):
-            self.loss, self.samples = step_on_batch(self.field_module, self.optimizer, self.sampler, self.batch)
-
-    def __call__(self, lr: Optional[float] = None) -> int:
-        """One step (at learning rate lr, if given); returns how many pixels it trained on."""
-        for group in self.optimizer.param_groups if lr is not None else ():
-            if torch.is_tensor(group["lr"]):
-                group["lr"].fill_(lr)
-            else:
-                group["lr"] = lr
-        if self.graph is not None:
-            self.graph.replay()
-            loss, samples = self.loss, self.samples
-        else:
-            loss, samples = step_on_batch(self.field_module, self.optimizer, self.sampler, self.batch)
-        loss.item()  # synchronises CUDA, so wall times are honest
-        return samples
 
 
 def measure_throughput(config: BenchConfig, video: VideoFrames, shape: VideoShape) -> list[dict]:
@@ -337,7 +168,7 @@ def step_breakdown(config: BenchConfig, video: VideoFrames, shape: VideoShape, b
         indices, rgb = sampler.sample(batch)
         xyt = sampler.coordinates(indices)
         sampled = clock()
-        loss = torch.nn.functional.mse_loss(field_module(xyt), rgb)
+        loss = reconstruction_loss(field_module(xyt), rgb)
         forward = clock()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -370,90 +201,10 @@ def decode_speed(config: BenchConfig, field_module: VideoField, video: VideoFram
     return {"width": width, "height": height, "frames_per_s": fps}
 
 
-def evaluate(field_module: VideoField, video: VideoFrames, frames: list[int], chunk: int) -> float:
-    last = max(video.num_frames - 1, 1)
-    scores = [
-        psnr(render_frame(field_module, i / last, video.height, video.width, chunk).cpu(), video.frames[i].float() / 255.0)
-        for i in frames
-    ]
-    return sum(scores) / len(scores)
-
-
-def training_batch(config: BenchConfig) -> int:
-    return config.train_batch or (1 << 20 if is_cuda(config) else 1 << 14)
-
-
-def evenly_spaced(frames: Sequence[int], count: int) -> list[int]:
-    """`count` of the given frames, spread evenly from the first to the last (all of them when count <= 0)."""
-    frames = list(frames)
-    if count <= 0 or count >= len(frames):
-        return frames
-    return [frames[round(i * (len(frames) - 1) / max(count - 1, 1))] for i in range(count)]
-
-
-def psnr_against_time(
-    config: BenchConfig,
-    video: VideoFrames,
-    shape: VideoShape,
-    train_frames: Optional[Sequence[int]] = None,
-    eval_frames: Optional[Sequence[int]] = None,
-    final_frames: Optional[Sequence[int]] = None,
-) -> tuple[list[dict], VideoField]:
-    """PSNR points of a run trained on `train_frames` (default: all) for config.seconds of wall time
-    (or config.steps steps), scored on `eval_frames` (default: config.eval_frames of them) and, the last
-    point, on `final_frames` (default: every frame); and the trained field."""
-    field_module = build_field(config, shape)
-    sampler = sampler_for(config, video, field_module, train_frames)
-    batch = training_batch(config)
-    chunk = render_chunk(config)
-    # Compiling (torch.compile; Triton's kernels on CUDA) happens outside the clock.
-    train_steps = TrainSteps(config, field_module, sampler, batch, warm_up=config.compile or is_cuda(config))
-    if eval_frames is None:
-        eval_frames = evenly_spaced(range(video.num_frames), config.eval_frames)
-    final_frames = list(range(video.num_frames)) if final_frames is None else list(final_frames)
-    points, trained, steps, samples, next_eval = [], 0.0, 0, 0, config.eval_every
-
-    def done_fraction() -> float:
-        return steps / config.steps if config.steps else trained / config.seconds
-
-    columns = (TextColumn(f"training {config.method} {{task.fields[psnr]}}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=CONSOLE) as progress:
-        task = progress.add_task("train", total=1.0, psnr="")
-        while done_fraction() < 1.0:
-            # Cosine decay over the run, as the paper's schedule.
-            lr = initial_lr(config) * (1e-3 + 0.5 * (1 - 1e-3) * (1 + math.cos(math.pi * done_fraction())))
-            start = time.perf_counter()
-            samples += train_steps(lr)
-            trained += time.perf_counter() - start
-            steps += 1
-            if trained >= next_eval or done_fraction() >= 1.0:
-                frames = final_frames if done_fraction() >= 1.0 else eval_frames
-                score = evaluate(field_module, video, frames, chunk)
-                # The budget this point stands for (the clock overshoots it by up to a step); none in steps mode.
-                budget = None if config.steps else min(next_eval, config.seconds)
-                points.append(
-                    {"seconds": trained, "budget_s": budget, "steps": steps, "samples": samples, "psnr": score, "frames": len(frames)}
-                )
-                next_eval += config.eval_every
-                progress.update(task, completed=min(done_fraction(), 1.0), psnr=f"{score:.2f} dB at {trained:.0f} s")
-    CONSOLE.print(
-        f"{config.method}: PSNR {points[-1]['psnr']:.2f} dB after {trained:.0f} s ({steps} steps of {batch}), "
-        f"mean of {len(final_frames)} frames"
-    )
-    return points, field_module
-
-
 def run_label(run: BenchConfig) -> str:
     kernels = [f"{run.grid_backend} grids"] if run.grid_backend != "auto" else []
     kernels += ["triton MLP"] if run.mlp_backend == "triton" else []
     return f"{run.method} ({', '.join(kernels)})" if kernels else run.method
-
-
-def check_methods(names: Sequence[str]) -> None:
-    """One error line for method names that method_configs/fields.py does not have."""
-    unknown = [name for name in names if name not in METHODS]
-    if unknown or not names:
-        raise SystemExit(f"error: unknown method(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(METHODS)}")
 
 
 def holds(config: Any, kind: type) -> bool:
@@ -642,20 +393,18 @@ def write_report(config: BenchConfig, summary: dict) -> None:
     CONSOLE.print(f"Wrote {', '.join(map(str, written))}")
 
 
+@command()
 def main(config: BenchConfig) -> dict:
     runs = expand_runs(config)
     torch.backends.cuda.matmul.allow_tf32 = config.tf32
-    try:
-        video = load_video(config.data, FrameSelection(max_frames=config.max_frames, downscale=config.downscale))
-    except VideoInputError as err:
-        raise SystemExit(f"error: {err}") from None
+    video = config.source.load()
     shape = VideoShape(video.num_frames, video.height, video.width)
     for run in runs:
         preflight(run, shape)
     device_name = torch.cuda.get_device_name() if is_cuda(config) else f"CPU, {torch.get_num_threads()} threads"
     CONSOLE.print(f"Benchmarking {', '.join(map(run_label, runs))} on {video} ({device_name})")
     summary = {
-        "clip": f"{Path(video.source).name} {video.width}x{video.height}x{video.num_frames}",
+        "clip": video.clip_name,
         "device": device_name,
         "compiled": config.compile,
         "clip_mib": video.frames.numel() / 2**20,

@@ -36,15 +36,16 @@ def as_torch_model(model: LevelModel) -> LatentEntropyModel:
     return module
 
 
-def edge_symbols() -> np.ndarray:
-    """A constant-ish level whose few other values sit on, just inside and just outside its tables' windows, and far out."""
+def edge_symbols() -> tuple[np.ndarray, LevelModel]:
+    """A constant level's model, and symbols on, just inside and just outside its tables' windows, and far out."""
     symbols = np.full((400, 3), 7, np.int64)
     model = fit(symbols)
-    table = symbol_table(model.mean[0], model.log_scale[0])
-    last = table.first + table.window - 1
-    symbols[:8, 0] = [table.first - 1, table.first, table.first + 1, last - 1, last, last + 1, -SYMBOL_LIMIT, SYMBOL_LIMIT]
-    symbols[8:12, 2] = [10**12, -(10**12), 2**31, -(2**31) - 1]
-    return symbols
+    for channel in range(3):
+        table = symbol_table(model.mean[channel], model.log_scale[channel])
+        last = table.first + table.window - 1
+        symbols[:6, channel] = [table.first - 1, table.first, table.first + 1, last - 1, last, last + 1]
+    symbols[6:12, 2] = [10**12, -(10**12), 2**31, -(2**31) - 1, -SYMBOL_LIMIT, SYMBOL_LIMIT]
+    return symbols, model
 
 
 CASES = {
@@ -53,7 +54,7 @@ CASES = {
     "four channels": correlated(300, 4, 40.0),
     "empty": np.zeros((0, 2), np.int64),
     "constant": np.full((1000, 2), -5, np.int64),
-    "edges and far outliers": edge_symbols(),
+    "edges and far outliers": edge_symbols()[0],
     "every value far out": np.array([[SYMBOL_LIMIT, -SYMBOL_LIMIT], [0, 1], [-(2**40), 2**40]], np.int64),
 }
 
@@ -62,10 +63,12 @@ CASES = {
 def test_coder_round_trips_any_integers_exactly_and_deterministically(name: str) -> None:
     symbols = CASES[name]
     model = fit(symbols)
-    # Also under a model that fits nothing: its centre far from every symbol, its channels wrongly predicted.
+    # Also under a model that fits nothing: its centre far from every symbol, its channels wrongly predicted;
+    # and under the model whose windows' edges the edge case sits on.
     channels = symbols.shape[1]
     mismatched = LevelModel(np.full(channels, -1e6, np.float32), np.full(channels, -3, np.float32), np.full((channels, channels), 5, np.float32))
-    for coding_model in (model, mismatched):
+    models = [model, mismatched, *([edge_symbols()[1]] if name == "edges and far outliers" else [])]
+    for coding_model in models:
         data = encode(symbols, coding_model)
         assert data == encode(symbols.copy(), coding_model)
         decoded = decode(data, coding_model, len(symbols))

@@ -3,8 +3,8 @@
 Every GridEncoding in the field's module tree is quantised to 8 bits per (grid, level, channel)
 with a float32 [min, max] range, keeping only the entries input in [0, 1] can reach (geometry.py).
 Its 2D dense levels become one grayscale image per channel, its 3D dense levels one grayscale video
-per channel (t-slices as frames), and every other level (hashed: no spatial order) goes through a
-general-purpose coder. A per-frame grid (nvp-paper) is one more 3D dense level. Everything else in the field's state (the MLPs) is stored as float16 or
+per channel (t-slices as frames), and every other level (hashed: no spatial order) goes through
+constriction's range coder under a model fitted to its codes (latent_coder.py), or a general-purpose coder. A per-frame grid (nvp-paper) is one more 3D dense level. Everything else in the field's state (the MLPs) is stored as float16 or
 float32. The header holds the method name and the field config as trained, so the decoder rebuilds
 exactly that field, then fills it from the sections.
 
@@ -52,7 +52,8 @@ class CodecOptions:
     # small (its hash table caps them): lossless FFV1 is smaller than intra-only x265 at crf 21, which
     # loses 0.95 dB (videocodec.py says why x265 is intra-only). Hashed levels are most of the file and
     # no image or video codec applies to them: 6 bits instead of 8 make the file 4.27x smaller than raw
-    # 8-bit latents for 0.09 dB (8 bits: 3.44x), 5 bits 4.86x for 0.20 dB (nvp-rd, bikes 320x136).
+    # 8-bit latents for 0.09 dB (8 bits: 3.44x), 5 bits 4.86x for 0.20 dB (nvp-rd, bikes 320x136; lzma
+    # then coded the hashed levels, the range coder now takes 4.7 % off the 6-bit file).
 
     image_codec: ImageCodecName = "webp"
     """Codec of the levels of 2D dense grids (NVP's keyframes); png is lossless."""

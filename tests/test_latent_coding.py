@@ -27,15 +27,6 @@ def correlated(count: int, channels: int, scale: float, seed: int = 0) -> np.nda
     return np.round(first * np.linspace(1, -0.8, channels) + generator.laplace(0, scale / 3, (count, channels))).astype(np.int64)
 
 
-def as_torch_model(model: LevelModel) -> LatentEntropyModel:
-    """A one-level differentiable model holding a stored model's parameters."""
-    module = LatentEntropyModel(1, model.channels).double()
-    with torch.no_grad():
-        for parameter, value in zip((module.mean, module.log_scale, module.weights), (model.mean, model.log_scale, model.weights)):
-            parameter[0] = torch.from_numpy(value.astype(np.float64))
-    return module
-
-
 def edge_symbols() -> tuple[np.ndarray, LevelModel]:
     """A constant level's model, and symbols on, just inside and just outside its tables' windows, and far out."""
     symbols = np.full((400, 3), 7, np.int64)
@@ -66,7 +57,9 @@ def test_coder_round_trips_any_integers_exactly_and_deterministically(name: str)
     # Also under a model that fits nothing: its centre far from every symbol, its channels wrongly predicted;
     # and under the model whose windows' edges the edge case sits on.
     channels = symbols.shape[1]
-    mismatched = LevelModel(np.full(channels, -1e6, np.float32), np.full(channels, -3, np.float32), np.full((channels, channels), 5, np.float32))
+    mismatched = LevelModel(
+        np.full(channels, -1e6, np.float32), np.full(channels, -3, np.float32), np.full((channels, channels), 5, np.float32)
+    )
     models = [model, mismatched, *([edge_symbols()[1]] if name == "edges and far outliers" else [])]
     for coding_model in models:
         data = encode(symbols, coding_model)
@@ -97,7 +90,9 @@ def test_rate_estimate_is_the_bitstream_size(scale: float) -> None:
     """bits() of a level's model (what training minimises) within 1 % of the range coder's stream and model."""
     symbols = correlated(50000, 2, scale)
     model = fit(symbols)
-    estimate = as_torch_model(model).bits(torch.from_numpy(symbols).double(), 0).item()
+    trainable = LatentEntropyModel(num_levels=2, channels=2).double()
+    trainable.load_level_model(1, model)
+    estimate = trainable.bits(torch.from_numpy(symbols).double(), 1).item()
     actual = 8 * len(latent_coder.pack(symbols, model))
     assert abs(actual - estimate) < 0.01 * actual, (actual, estimate)
 
@@ -151,17 +146,18 @@ def range_file() -> bytes:
 def with_payload(data: bytes, name: str, payload: bytes) -> bytes:
     """The file with one section's payload replaced and every checksum valid: damage a CRC cannot see."""
     stored = container.from_bytes(data, "clip.nvp")
-    return container.to_bytes(Container(stored.meta, [Section(s.name, s.kind, payload if s.name == name else s.payload) for s in stored.sections]))
+    sections = [Section(s.name, s.kind, payload if s.name == name else s.payload) for s in stored.sections]
+    return container.to_bytes(Container(stored.meta, sections))
 
 
 @pytest.mark.parametrize(
     "damage,message",
     [
-        (lambda payload: payload[:5], "holds 5 bytes where an entropy model of 20 was expected"),
-        (lambda payload: b"\xff" * 4 + payload[4:], "holds an entropy model that is not finite"),
-        (lambda payload: payload + b"\x01", "is not whole 32-bit words"),
-        (lambda payload: payload[:20] + b"\xff" * (len(payload) - 20), "its range coder stream does not decode"),
-        (lambda payload: payload[:20] + bytes(len(payload) - 20), "holds codes outside the 6-bit range"),
+        pytest.param(lambda payload: payload[:5], "holds 5 bytes where an entropy model of 20 was expected", id="model cut short"),
+        pytest.param(lambda payload: b"\xff" * 4 + payload[4:], "holds an entropy model that is not finite", id="NaN mean"),
+        pytest.param(lambda payload: payload + b"\x01", "is not whole 32-bit words", id="stream of a partial word"),
+        pytest.param(lambda payload: payload[:20] + b"\xff" * len(payload[20:]), "range coder stream does not decode", id="stream of ones"),
+        pytest.param(lambda payload: payload[:20] + bytes(len(payload[20:])), "holds codes outside the 6-bit range", id="stream of zeros"),
     ],
 )
 def test_damaged_range_coded_sections_fail_with_one_line(range_file: bytes, damage, message: str) -> None:
@@ -181,5 +177,6 @@ def test_a_flipped_byte_in_a_range_coded_section_fails_its_checksum(range_file: 
         start += len(section.payload)
     damaged = bytearray(range_file)
     damaged[start + len(section.payload) // 2] ^= 0x10
-    with pytest.raises(CompressedFileError, match=f"^clip.nvp is corrupt: section '{RANGE_SECTION}' fails its checksum; re-run nvp-compress$"):
+    message = f"^clip.nvp is corrupt: section '{RANGE_SECTION}' fails its checksum; re-run nvp-compress$"
+    with pytest.raises(CompressedFileError, match=message):
         decode_bytes(bytes(damaged))

@@ -91,7 +91,7 @@ class SymbolTable:
 def symbol_table(mean: np.float32, log_scale: np.float32) -> SymbolTable:
     """The frequency table of a discretised logistic, computed identically on every machine."""
     centre, scale = float(mean), float(_exp(np.clip(np.float64(log_scale), MIN_LOG_SCALE, MAX_LOG_SCALE)))
-    half = min(MAX_HALF_WINDOW, int(math.ceil(TAIL_SCALES * scale)) + 1)
+    half = min(MAX_HALF_WINDOW, math.ceil(TAIL_SCALES * scale) + 1)
     first = math.floor(centre) - half
     symbols = np.arange(first, first + 2 * half + 1, dtype=np.float64)
     edges = np.concatenate([symbols - 0.5, [symbols[-1] + 0.5]])

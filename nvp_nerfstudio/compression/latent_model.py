@@ -79,8 +79,17 @@ class LatentEntropyModel(nn.Module):
 
     def level_model(self, level: int) -> LevelModel:
         """What the file stores for the level, and the coder codes its symbols under."""
-        as_numpy = [value[level].detach().cpu().numpy().astype(np.float32) for value in (self.mean, self.log_scale, self.weights)]
-        return LevelModel(*as_numpy)
+        return LevelModel(*(value[level].detach().cpu().numpy().astype(np.float32) for value in self._coded()))
+
+    def load_level_model(self, level: int, stored: LevelModel) -> None:
+        """Take a stored model for the level: e.g. fit's of a trained field's codes, to start rate-aware training from."""
+        with torch.no_grad():
+            for parameter, value in zip(self._coded(), (stored.mean, stored.log_scale, stored.weights)):
+                parameter[level] = torch.from_numpy(value).to(parameter)
+
+    def _coded(self) -> tuple[nn.Parameter, nn.Parameter, nn.Parameter]:
+        """The parameters the file stores (the step is the quantiser's, not the coder's)."""
+        return self.mean, self.log_scale, self.weights
 
 
 def fit(symbols: Int[np.ndarray, "n channels"]) -> LevelModel:

@@ -173,10 +173,11 @@ def test_per_frame_grid_is_coded_as_an_8_bit_video_as_the_paper() -> None:
     assert ((restored - grid).abs() <= step / 2 + 1e-6).all()
 
 
-def test_hashed_levels_round_trip_exactly_at_fewer_bits() -> None:
+@pytest.mark.parametrize("latent_coder", ["range", "bytes"])
+def test_hashed_levels_round_trip_exactly_at_fewer_bits(latent_coder: str) -> None:
     field = perturbed(TINY_CONFIG)
     assert [level.form for level in levels(field)][-2:] == ["video", "entropy"]
-    options = replace(LOSSLESS, hash_bits=5)
+    options = replace(LOSSLESS, hash_bits=5, latent_coder=latent_coder)
     decoded, _ = decode_bytes(container.to_bytes(compress(field, INFO, options)))
     assert torch.equal(frames(decoded), frames(quantised(field, options)))
     assert not torch.equal(frames(decoded), frames(quantised(field, LOSSLESS)))

@@ -142,7 +142,8 @@ def describe(options: CodecOptions) -> str:
     options = options.resolved()
     image = "png" if options.image_codec == "png" else f"{options.image_codec} {options.image_quality}"
     video = "ffv1" if options.video_codec == "ffv1" else f"{options.video_codec} crf {options.video_crf}"
-    return f"{image} + {video} + {options.hash_coder}, {options.hash_bits}-bit hashes, float{options.mlp_bits} MLP"
+    hashes = "range" if options.latent_coder == "range" else options.hash_coder
+    return f"{image} + {video} + {hashes}, {options.hash_bits}-bit hashes, float{options.mlp_bits} MLP"
 
 
 def nvp_point(

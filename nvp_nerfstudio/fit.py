@@ -302,7 +302,7 @@ def psnr_against_time(
 
 
 def check_methods(names: Sequence[str]) -> None:
-    """One error line for method names that method_configs/fields.py does not have."""
+    """One error line for method names that nvp_nerfstudio/methods.py does not have."""
     unknown = [name for name in names if name not in METHODS]
     if unknown or not names:
         raise SystemExit(f"error: unknown method(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(METHODS)}")

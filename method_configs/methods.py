@@ -35,7 +35,7 @@ def video_method(name: str, steps: int = 20000) -> MethodSpecification:
             datamanager=VideoDataManagerConfig(whole_frames=method.field._target.trains_on_whole_frames),
             model=VideoModelConfig(field=method.field),
         ),
-        optimizers=paper_optimizers(lr=method.lr),
+        optimizers=paper_optimizers(lr=method.lr, rate=method.field.rate is not None),
         vis="viewer",
     )
     return MethodSpecification(config=config, description=method.description)
@@ -44,6 +44,7 @@ def video_method(name: str, steps: int = 20000) -> MethodSpecification:
 nvp = video_method("nvp")
 nvp_large = video_method("nvp-large")
 nvp_fast = video_method("nvp-fast")
+nvp_c = video_method("nvp-c")
 nvp_paper = video_method("nvp-paper")
 siren_video = video_method("siren-video")
 ffn_video = video_method("ffn-video")

@@ -25,6 +25,7 @@ from nvp_nerfstudio.fields.base import VideoField, VideoShape
 from nvp_nerfstudio.fields.modulated_mlp import ModulatedSirenConfig
 from nvp_nerfstudio.methods import ADAM_BETAS, ADAM_EPS, ADAM_WEIGHT_DECAY, METHODS
 from nvp_nerfstudio.metrics import psnr
+from nvp_nerfstudio.rate import parameter_groups, rate_loss, set_training_progress
 from nvp_nerfstudio.rendering import render_frame
 
 CONSOLE = Console()
@@ -83,6 +84,16 @@ def default_batch(device: torch.device | str) -> int:
 
 def reconstruction_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.mse_loss(prediction, target)
+
+
+def training_losses(field_module: VideoField, prediction: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The terms of a step's loss: the reconstruction, and for a field trained for rate its rate term (rate.py),
+    which reads the quantised latents of the forward that gave `prediction`."""
+    losses = {"rgb_loss": reconstruction_loss(prediction, target)}
+    rate = rate_loss(field_module)
+    if rate is not None:
+        losses["rate_loss"] = rate
+    return losses
 
 
 def is_cuda(config: FitConfig) -> bool:
@@ -156,9 +167,9 @@ def optimizer_for(field_module: VideoField, config: FitConfig) -> torch.optim.Op
     lr = initial_lr(config)
     if config.cuda_graph:  # a graph replays AdamW's kernels with their arguments: the rate must be a tensor
         lr = torch.tensor(lr, device=config.device)
-    return torch.optim.AdamW(
-        field_module.parameters(), lr, ADAM_BETAS, ADAM_EPS, config.weight_decay, fused=True, capturable=config.cuda_graph
-    )
+    groups = parameter_groups(field_module)
+    param_groups = [{"params": groups["fields"]}, *([{"params": groups["entropy"], "weight_decay": 0.0}] if "entropy" in groups else [])]
+    return torch.optim.AdamW(param_groups, lr, ADAM_BETAS, ADAM_EPS, config.weight_decay, fused=True, capturable=config.cuda_graph)
 
 
 def step_on_batch(
@@ -167,7 +178,7 @@ def step_on_batch(
     """One step on about `batch` pixels, left running on the device: its loss, and how many pixels it
     trained on (whole-frame batches round)."""
     indices, rgb = sampler.sample(batch)
-    loss = reconstruction_loss(field_module(sampler.coordinates(indices)), rgb)
+    loss = sum(training_losses(field_module, field_module(sampler.coordinates(indices)), rgb).values())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -182,8 +193,8 @@ class TrainSteps:
     def __init__(self, config: FitConfig, field_module: VideoField, sampler: FramePixelSampler, batch: int, warm_up: bool) -> None:
         self.config, self.field_module, self.sampler, self.batch = config, field_module, sampler, batch
         self.graph: Optional[torch.cuda.CUDAGraph] = None
-        if config.cuda_graph and (not is_cuda(config) or sampler.missing is not None):
-            raise ValueError("--cuda-graph needs CUDA and batches of one shape (no inpainting mask)")
+        if config.cuda_graph and (not is_cuda(config) or sampler.missing is not None or hasattr(field_module, "rate")):
+            raise ValueError("--cuda-graph needs CUDA, batches of one shape (no inpainting mask) and a field not trained for rate")
         self.optimizer = optimizer_for(field_module, config)
         if not (warm_up or config.cuda_graph):
             return
@@ -216,8 +227,11 @@ class TrainSteps:
         with torch.cuda.graph(self.graph):
             self.loss, self.samples = step_on_batch(self.field_module, self.optimizer, self.sampler, self.batch)
 
-    def __call__(self, lr: Optional[float] = None) -> int:
-        """One step (at learning rate lr, if given); returns how many pixels it trained on."""
+    def __call__(self, lr: Optional[float] = None, progress: Optional[float] = None) -> int:
+        """One step (at learning rate lr, and `progress` in [0, 1] of the run, if given); returns how many pixels
+        it trained on."""
+        if progress is not None:
+            set_training_progress(self.field_module, progress)
         for group in self.optimizer.param_groups if lr is not None else ():
             if torch.is_tensor(group["lr"]):
                 group["lr"].fill_(lr)
@@ -281,7 +295,7 @@ def psnr_against_time(
             # Cosine decay over the run, as the paper's schedule.
             lr = initial_lr(config) * cosine_lr_factor(done_fraction())
             start = time.perf_counter()
-            samples += train_steps(lr)
+            samples += train_steps(lr, done_fraction())
             trained += time.perf_counter() - start
             steps += 1
             if trained >= next_eval or done_fraction() >= 1.0:

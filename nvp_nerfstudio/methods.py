@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from nvp_nerfstudio.fields.base import VideoFieldConfig
 from nvp_nerfstudio.fields.baselines import FourierFieldConfig, HashGridFieldConfig, KPlanesFieldConfig, NeRVFieldConfig, SirenFieldConfig
 from nvp_nerfstudio.fields.nvp import NVPFieldConfig, NVPPaperFieldConfig
+from nvp_nerfstudio.rate import RateConfig
 
 # Adam's beta2 and eps for every method, as instant-ngp sets them for hash grids (torch's defaults
 # are 0.999 and 1e-8): a grid entry's gradient is zero on most steps and tiny when not, and eps 1e-8
@@ -48,10 +49,16 @@ NVP_FAST = replace(
     mlp=replace(NVP_S.mlp, hidden_dim=32),
 )
 
+# NVP trained for rate (rate.py), C3-style: NVP-S's grids with quantised latents under learned steps and entropy
+# models, a rate term in the loss, and a 32-wide modulated SIREN (NVP-S's 128-wide one is 0.15 bpp of float16
+# weights alone at 320x136). The file codes the latents with the trained models (nvp-compress).
+NVP_C = replace(NVP_S, mlp=replace(NVP_S.mlp, hidden_dim=32), rate=RateConfig())
+
 METHODS = {
     "nvp": VideoMethod(NVP_S, 1e-2, "NVP-S: latent keyframes + 3D hash grid + modulated SIREN, a neural field of a video"),
     "nvp-large": VideoMethod(NVP_L, 1e-2, "NVP-L: NVP with 4 features per level (higher quality, ~2x the parameters)"),
     "nvp-fast": VideoMethod(NVP_FAST, 1e-2, "NVP sized for CPUs: NVP-S with a 32-wide modulated SIREN and a finer 3D hash grid, 4x the entries"),
+    "nvp-c": VideoMethod(NVP_C, 1e-2, "NVP trained for rate: quantised latents, learned entropy models, loss = MSE + lambda x bpp"),
     "nvp-paper": VideoMethod(
         NVPPaperFieldConfig(), 1e-2, "NVP-S with the reference code's 3D features: a coarse grid per frame, 3x3 cells read"
     ),

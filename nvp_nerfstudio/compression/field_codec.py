@@ -135,7 +135,10 @@ class Level:
         return f"{self.grid_name} level {self.index}"
 
     @property
-    def form(self) -> Literal["image", "video", "entropy"]:
+    def form(self) -> Literal["image", "video", "entropy", "latent"]:
+        """`latent`: a grid trained for rate (rate.py), whose symbols are range-coded under its trained models."""
+        if self.grid.quantiser is not None:
+            return "latent"
         dims = self.grid.layout.num_dims
         return "image" if self.geometry.crop and dims == 2 else "video" if self.geometry.crop and dims == 3 else "entropy"
 
@@ -149,7 +152,7 @@ class Level:
 
     def kind(self, options: CodecOptions) -> str:
         entropy_codec = "range" if options.latent_coder == "range" else options.hash_coder
-        codec = {"image": options.image_codec, "video": options.video_codec, "entropy": entropy_codec}[self.form]
+        codec = {"image": options.image_codec, "video": options.video_codec, "entropy": entropy_codec, "latent": "range"}[self.form]
         return f"{self.form}:{codec}"
 
     def rows(self) -> Tensor:
@@ -157,12 +160,20 @@ class Level:
         return torch.from_numpy(self.geometry.offset + self.geometry.entries).to(self.grid.params.device)
 
     def values(self) -> Tensor:
-        """The coded entries [entries, channels], on the CPU."""
-        return self.grid.table.detach()[self.rows()].cpu()
+        """The coded entries [entries, channels] as stored (before any quantiser), on the CPU."""
+        return self.grid.stored_table.detach()[self.rows()].cpu()
+
+    def steps(self) -> Tensor:
+        """A latent level's quantisation step per channel, float32 as the trained field's evaluation computes it."""
+        return self.grid.quantiser.steps()[self.index].detach().cpu()
+
+    def symbols(self) -> np.ndarray:
+        """A latent level's coded entries as integer symbols: the stored values over the step, rounded."""
+        return torch.round(self.values() / self.steps()).to(torch.int64).numpy()
 
     def write(self, values: Tensor) -> None:
         """Set the coded entries; the unreachable rest of the level becomes zero."""
-        table, start = self.grid.table.data, self.geometry.offset
+        table, start = self.grid.stored_table.data, self.geometry.offset
         table[start : start + self.grid.layout.level_sizes[self.index]] = 0
         table[self.rows()] = values.to(table)
 
@@ -198,6 +209,13 @@ class PerFrameLevel:
         self.grid.grid.data.copy_(values.reshape(self.grid.grid.shape))
 
 
+def bake(field: VideoField) -> None:
+    """A field whose rate-aware grids hold their coded values (symbols x step): they read them as they are."""
+    for _, grid in grids(field):
+        if grid.quantiser is not None:
+            grid.quantiser.baked = True
+
+
 def levels(field: VideoField) -> list[Level | PerFrameLevel]:
     return [
         Level(grid, name, index, level_geometry(grid, index))
@@ -207,9 +225,11 @@ def levels(field: VideoField) -> list[Level | PerFrameLevel]:
 
 
 def quantised_levels(field: VideoField, options: CodecOptions) -> Iterator[tuple[Level, Tensor, Tensor]]:
-    """Each level with its codes [entries, channels] and float32 ranges [channels, 2]."""
+    """Each level quantised to a range (all but latent levels) with its codes [entries, channels] and float32
+    ranges [channels, 2]."""
     for level in levels(field):
-        yield (level, *quantise(level.values(), level.bits(options)))
+        if level.form != "latent":
+            yield (level, *quantise(level.values(), level.bits(options)))
 
 
 def stored_dtype(value: Tensor, mlp_bits: int) -> torch.dtype:
@@ -220,8 +240,12 @@ def quantised(field: VideoField, options: CodecOptions = CodecOptions()) -> Vide
     """A copy of the field as lossless codecs would give it back: quantised grids, the other tensors at mlp_bits."""
     copied = copy.deepcopy(field)
     with torch.no_grad():
-        for (level, codes, ranges), copied_level in zip(quantised_levels(field, options), levels(copied)):
-            copied_level.write(dequantise(codes, ranges, level.bits(options)))
+        copies = {copied_level.name: copied_level for copied_level in levels(copied)}
+        for level, codes, ranges in quantised_levels(field, options):
+            copies[level.name].write(dequantise(codes, ranges, level.bits(options)))
+        for level in (level for level in levels(field) if level.form == "latent"):
+            copies[level.name].write(torch.from_numpy(level.symbols()).float() * level.steps())
+        bake(copied)
         state = {key: value.to(stored_dtype(value, options.mlp_bits)).to(value.dtype) for key, value in other_tensors(copied)}
         copied.load_state_dict(state, strict=False)
     return copied
@@ -278,6 +302,9 @@ def compress(field: VideoField, info: VideoInfo, options: CodecOptions = CodecOp
         raise ValueError(f"the field is not one of method {info.method!r}'s: choose one of {', '.join(METHODS)}")
     options = options.resolved()
     ranges, planned, jobs, videos = [], [], [], []
+    for level in (level for level in levels(field) if level.form == "latent"):
+        model = level.grid.quantiser.model.level_model(level.index)
+        planned.append((level, level.steps().numpy().astype("<f4").tobytes() + latent_coder.pack(level.symbols(), model)))
     for level, codes, level_ranges in quantised_levels(field, options):
         ranges.append(level_ranges)
         crop_size = level.geometry.crop_size
@@ -300,7 +327,8 @@ def compress(field: VideoField, info: VideoInfo, options: CodecOptions = CodecOp
             planned.append((level, extra))  # the streams go in front once the child has coded them
     streams = iter(encode_videos(jobs, videos))
     sections = [Section(RANGES_SECTION, "float32", b"".join(r.numpy().astype("<f4").tobytes() for r in ranges))]
-    for level, payload in planned:
+    order = {level.name: number for number, level in enumerate(levels(field))}
+    for level, payload in sorted(planned, key=lambda item: order[item[0].name]):
         if level.form == "video":
             payload = container.pack_parts([next(streams) for _ in range(level.channels)]) + payload
         sections.append(Section(level.name, level.kind(options), payload))
@@ -352,14 +380,14 @@ def decode(stored: Container, source: str) -> tuple[VideoField, VideoInfo]:
     if [section.name for section in stored.sections] != expected:
         raise corrupt(source, f"its sections do not match a {info.method} field of this shape")
     sections = {section.name: section for section in stored.sections}
-    ranges = _decode_ranges(sections[RANGES_SECTION], field_levels, source)
+    ranges = _decode_ranges(sections[RANGES_SECTION], [level for level in field_levels if level.form != "latent"], source)
     codes, pending, jobs, streams = {}, [], [], []
     for level in field_levels:
         try:
             decoded = _decode_level(level, sections[level.name], hash_bits)
         except CodecError as err:
             raise corrupt(source, f"section {level.name!r} {err}") from None
-        if isinstance(decoded, np.ndarray):
+        if isinstance(decoded, (np.ndarray, Tensor)):
             codes[level.name] = decoded
         else:  # a video level: all streams go to one child process
             parts, extra = decoded
@@ -375,9 +403,14 @@ def decode(stored: Container, source: str) -> tuple[VideoField, VideoInfo]:
                 raise corrupt(source, f"section {level.name!r} {video}")
         codes[level.name] = _join(channels, extra)
     with torch.no_grad():
-        for level, level_ranges in zip(field_levels, ranges):
-            bits = hash_bits if level.form == "entropy" else 8
-            level.write(dequantise(torch.from_numpy(codes[level.name]), level_ranges, bits))
+        ranged = iter(ranges)
+        for level in field_levels:
+            if level.form == "latent":
+                level.write(codes[level.name])
+            else:
+                bits = hash_bits if level.form == "entropy" else 8
+                level.write(dequantise(torch.from_numpy(codes[level.name]), next(ranged), bits))
+        bake(field)
         _load_tensors(field, sections[OTHERS_SECTION], stored.meta, source)
     return field, info
 
@@ -432,13 +465,20 @@ def _decode_ranges(section: Section, field_levels: list[Level], source: str) -> 
     return list(values.split(counts))
 
 
-def _decode_level(level: Level, section: Section, hash_bits: int) -> np.ndarray | tuple[list[bytes], np.ndarray]:
-    """A level's codes [entries, channels]; for a video level, its streams and extra codes to decode in a batch."""
+def _decode_level(level: Level, section: Section, hash_bits: int) -> np.ndarray | Tensor | tuple[list[bytes], np.ndarray]:
+    """A level's codes [entries, channels] (a latent level's values: symbols x step); for a video level, its
+    streams and extra codes to decode in a batch."""
     form, _, codec = section.kind.partition(":")
-    known = {"image": IMAGE_CODECS, "video": VIDEO_CODECS, "entropy": (*entropy.ENTROPY_CODERS, "range")}[level.form]
+    known = {"image": IMAGE_CODECS, "video": VIDEO_CODECS, "entropy": (*entropy.ENTROPY_CODERS, "range"), "latent": ("range",)}[level.form]
     if form != level.form or codec not in known:
         raise CodecError(f"has kind {section.kind!r} where a {level.form} codec was expected")
     geometry, channels = level.geometry, level.channels
+    if form == "latent":
+        steps = np.frombuffer(section.payload[: 4 * channels], dtype="<f4").astype(np.float32)
+        if len(steps) != channels or not (np.isfinite(steps).all() and (steps > 0).all()):
+            raise CodecError("does not start with a positive, finite float32 step per channel")
+        symbols = latent_coder.unpack(section.payload[4 * channels :], channels, len(geometry.entries))
+        return torch.from_numpy(symbols).float() * torch.from_numpy(steps)
     if form == "entropy":
         if codec == "range":
             codes = latent_coder.unpack(section.payload, channels, len(geometry.entries))
@@ -480,6 +520,6 @@ def _load_tensors(field: VideoField, section: Section, meta: dict, source: str) 
     buffer, position, state = torch.from_numpy(np.frombuffer(bytearray(data), dtype=np.uint8)), 0, {}
     for (key, value), dtype, size in zip(others, dtypes, sizes):
         planes = buffer[position : position + size].reshape(dtype.itemsize, value.numel())
-        state[key] = planes.T.contiguous().view(dtype).reshape(value.shape).to(value.dtype)
+        state[key] = planes.T.contiguous().reshape(-1).view(dtype).reshape(value.shape).to(value.dtype)
         position += size
     field.load_state_dict(state, strict=False)

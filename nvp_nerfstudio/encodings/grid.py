@@ -67,6 +67,8 @@ class GridEncoding(nn.Module):
         self._register_level_tables()
         # Built on first CUDA call and kept outside the module tree: it shares `params`, owns nothing.
         self._tcnn: list[nn.Module] = []
+        self.quantiser: nn.Module | None = None
+        """Set for rate-aware training (rate.py): maps the stored table to the quantised one every backend reads."""
         if config.backend == "tcnn" and tcnn_module() is None:
             raise RuntimeError("backend 'tcnn' asked for, but tinycudann is not installed (see the README)")
 
@@ -90,8 +92,14 @@ class GridEncoding(nn.Module):
         return self.config.num_levels * self.config.features_per_level
 
     @property
-    def table(self) -> Float[Tensor, "entries features"]:
+    def stored_table(self) -> Float[Tensor, "entries features"]:
+        """The parameters as a table (before any quantiser): what checkpoints and the codec hold."""
         return self.params.view(-1, self.config.features_per_level)
+
+    @property
+    def table(self) -> Float[Tensor, "entries features"]:
+        """The values the backends interpolate: the parameters, or their quantised version under a quantiser."""
+        return self.stored_table if self.quantiser is None else self.quantiser(self.stored_table)
 
     def backend_for(self, x: Tensor) -> str:
         """The backend that computes this input's features."""
@@ -103,6 +111,8 @@ class GridEncoding(nn.Module):
                 "the triton grid backend needs CUDA tensors (or TRITON_INTERPRET=1, Triton's slow interpreter); "
                 "use backend 'numba' or 'torch' on CPU"
             )
+        if backend == "tcnn" and self.quantiser is not None:
+            raise RuntimeError("a rate-aware grid quantises its table, which tiny-cuda-nn does not read: use backend 'triton'")
         if backend == "numba" and x.is_cuda:
             raise RuntimeError("the numba grid backend runs on the CPU; use backend 'triton' or 'tcnn' on CUDA")
         if backend != "auto":
@@ -114,7 +124,9 @@ class GridEncoding(nn.Module):
 
             return "numba" if x.shape[-1] in SUPPORTED_DIMS else "torch"
         # tiny-cuda-nn only where Triton is missing: the Triton kernels are the ones tested against the torch path.
-        return "triton" if triton_available() else "tcnn" if tcnn_module() is not None else "torch"
+        if triton_available():
+            return "triton"
+        return "tcnn" if tcnn_module() is not None and self.quantiser is None else "torch"
 
     def forward(self, x: Float[Tensor, "*batch dims"]) -> Float[Tensor, "*batch out"]:
         batch_shape = x.shape[:-1]

@@ -280,7 +280,7 @@ def _apply(encodings: Sequence, x: Tensor, axes: Sequence[Sequence[int]], scale_
         raise ValueError("grids evaluated in one launch need the same dimensions, levels and features per level")
     if shape[0] > 4 or shape[2] & (shape[2] - 1):
         raise ValueError("the Triton grid kernels take 1 to 4 dimensions and a power of two features per level")
-    params = [e.params for e in encodings]
+    params = [e.table.reshape(-1) for e in encodings]  # quantised, for a rate-aware grid
     return _GridFunction.apply(x.float().contiguous(), tuple(encodings), tuple(map(tuple, axes)), scale_inputs, *params)
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Type
+from typing import Any, Optional, Type
 
 import torch
+import tyro
 from jaxtyping import Float
 from torch import Tensor, nn
 
 from nvp_nerfstudio.config import InstantiateConfig
+from nvp_nerfstudio.rate import RateConfig
+from nvp_nerfstudio.rate import attach as attach_rate
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,14 @@ def pixel_coordinates(row: Tensor, column: Tensor, t: Tensor, height: int, width
 @dataclass
 class VideoFieldConfig(InstantiateConfig):
     _target: Type = field(default_factory=lambda: VideoField)
+    rate: tyro.conf.AvoidSubcommands[Optional[RateConfig]] = None
+    """Train the field's grids for rate (rate.py): quantised latents, an entropy model and a rate term in the loss."""
+
+    def setup(self, **kwargs: Any) -> "VideoField":
+        built = super().setup(**kwargs)
+        if self.rate is not None:
+            attach_rate(built, self.rate)
+        return built
 
 
 class VideoField(nn.Module):

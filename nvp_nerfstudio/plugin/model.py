@@ -8,6 +8,7 @@ from typing import Dict, List, Optional, Tuple, Type
 import torch
 from jaxtyping import Bool, Float
 from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -17,10 +18,11 @@ from torch.nn import Parameter
 
 from nvp_nerfstudio.fields.base import VideoFieldConfig, VideoShape
 from nvp_nerfstudio.fields.nvp import NVPFieldConfig
-from nvp_nerfstudio.fit import reconstruction_loss
+from nvp_nerfstudio.fit import training_losses
 from nvp_nerfstudio.metrics import LpipsWeightsError, frame_metrics, psnr
 from nvp_nerfstudio.plugin import set_up_process
 from nvp_nerfstudio.plugin.viewer import VideoViewerControl
+from nvp_nerfstudio.rate import parameter_groups, set_training_progress
 
 
 @dataclass
@@ -59,8 +61,17 @@ class VideoModel(Model):
             cb_hook=lambda slider: self.viewer_control.show_time(slider.value / last_frame),
         )
 
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        """A field trained for rate switches from noise to rounding part-way through the run (rate.py)."""
+        total = max(training_callback_attributes.trainer.config.max_num_iterations, 1)
+        return [
+            TrainingCallback(
+                [TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], lambda step: set_training_progress(self.field, step / total)
+            )
+        ]
+
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
-        return {"fields": list(self.field.parameters())}
+        return parameter_groups(self.field)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Always strict: nerfstudio retries a failed load non-strictly, which would leave the field partly
@@ -137,7 +148,7 @@ class VideoModel(Model):
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor], metrics_dict: Dict[str, Tensor] | None = None
     ) -> Dict[str, Tensor]:
         image = batch["image"].to(self.device)
-        return {"rgb_loss": reconstruction_loss(outputs["rgb"], image)}
+        return training_losses(self.field, outputs["rgb"], image)
 
     def get_image_metrics_and_images(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]

@@ -57,16 +57,14 @@ class CosineToFinalScheduler(Scheduler):
         return LambdaLR(optimizer, lr_lambda=lambda step: cosine_lr_factor(step / total, alpha))
 
 
-def paper_optimizers(lr: float = 1e-2, weight_decay: float = ADAM_WEIGHT_DECAY) -> Dict[str, Any]:
-    """NVP's optimisation, as the core loop's (fit.py): AdamW (ADAM_BETAS, ADAM_EPS), one parameter group, cosine
-    decay from lr to lr * FINAL_LR_FRACTION over the run."""
-    return {
-        "fields": {
-            "optimizer": AdamWOptimizerConfig(lr=lr, weight_decay=weight_decay),
-            # max_steps follows the trainer's max_num_iterations (VideoTrainerConfig.__post_init__).
-            "scheduler": CosineToFinalSchedulerConfig(),
-        }
-    }
+def paper_optimizers(lr: float = 1e-2, weight_decay: float = ADAM_WEIGHT_DECAY, rate: bool = False) -> Dict[str, Any]:
+    """NVP's optimisation, as the core loop's (fit.py): AdamW (ADAM_BETAS, ADAM_EPS), cosine decay from lr to
+    lr * FINAL_LR_FRACTION over the run; a field trained for rate adds its quantisers' group, without weight decay."""
+    # max_steps follows the trainer's max_num_iterations (VideoTrainerConfig.__post_init__).
+    groups = {"fields": {"optimizer": AdamWOptimizerConfig(lr=lr, weight_decay=weight_decay), "scheduler": CosineToFinalSchedulerConfig()}}
+    if rate:
+        groups["entropy"] = {"optimizer": AdamWOptimizerConfig(lr=lr, weight_decay=0.0), "scheduler": CosineToFinalSchedulerConfig()}
+    return groups
 
 
 class VideoTrainer(Trainer):

@@ -1,0 +1,119 @@
+"""Rate-aware NVP (nvp-c): quantised latents in training, the file codes exactly them, lambda trades bytes for quality."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from nvp_nerfstudio.compression import container
+from nvp_nerfstudio.compression.container import CompressedFileError
+from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, compress, decode, levels, quantised
+from nvp_nerfstudio.data.video import FrameSelection, VideoSource
+from nvp_nerfstudio.fields.base import VideoShape
+from nvp_nerfstudio.fit import FitConfig, psnr_against_time
+from nvp_nerfstudio.methods import METHODS, NVP_C
+from nvp_nerfstudio.rate import RateConfig, quantisers, rate_loss, set_training_progress
+from nvp_nerfstudio.rendering import field_frames
+
+SOURCE = VideoSource("sample:carphone", downscale=2, max_frames=8)
+INFO = VideoInfo("nvp-c", 25.0, FrameSelection(max_frames=8, downscale=2))
+
+
+def trained(lmbda: float, steps: int = 20, seed: int = 0):
+    """nvp-c fitted to 8 frames of carphone at 88x72 through the core loop, in eval mode."""
+    video = SOURCE.load()
+    METHODS["nvp-c"] = replace(METHODS["nvp-c"], field=replace(NVP_C, rate=RateConfig(lmbda=lmbda)))
+    try:
+        config = FitConfig(method="nvp-c", device="cpu", steps=steps, train_batch=2048, eval_every=float("inf"), seed=seed)
+        _, field = psnr_against_time(config, video, VideoShape(video.num_frames, video.height, video.width))
+    finally:
+        METHODS["nvp-c"] = replace(METHODS["nvp-c"], field=NVP_C)
+    return field.eval()
+
+
+@pytest.fixture(scope="module")
+def field():
+    return trained(lmbda=1e-2)
+
+
+def frames(field) -> torch.Tensor:
+    return torch.stack(list(field_frames(field)))
+
+
+def test_the_file_renders_exactly_what_the_trained_field_renders(field) -> None:
+    data = container.to_bytes(compress(field, INFO, CodecOptions()))
+    decoded, info = decode(container.from_bytes(data, "clip.nvp"), "clip.nvp")
+    assert info == INFO
+    # The latents are exact (the trained field rounds them in evaluation); the MLP is stored at float16.
+    assert torch.equal(frames(decoded), frames(quantised(field, CodecOptions())))
+    lossless_mlp = decode(container.from_bytes(container.to_bytes(compress(field, INFO, CodecOptions(mlp_bits=32))), "x"), "x")[0]
+    assert torch.equal(frames(lossless_mlp), frames(field))
+    assert all(level.form == "latent" for level in levels(decoded) if hasattr(level, "grid"))
+
+
+def test_the_rate_estimate_is_the_latents_bitstream_within_two_percent(field) -> None:
+    stored = container.from_bytes(container.to_bytes(compress(field, INFO, CodecOptions())), "clip.nvp")
+    sizes = {section.name: len(section.payload) for section in stored.sections}
+    estimated, coded = 0.0, 0
+    for level in levels(field):
+        model = level.grid.quantiser.model
+        symbols = torch.from_numpy(level.symbols()).float()
+        estimated += float(model.bits(symbols, level.index).detach()) / 8
+        coded += sizes[level.name]
+    assert coded > 1000
+    assert abs(coded - estimated) < 0.02 * coded + 64 * len(levels(field))  # + the steps and models each section stores
+
+
+def test_a_higher_lambda_gives_fewer_bytes() -> None:
+    low, high = (len(container.to_bytes(compress(trained(lmbda), INFO, CodecOptions()))) for lmbda in (1e-3, 1.0))
+    assert high < 0.8 * low
+
+
+def test_a_damaged_latent_section_fails_with_the_containers_error(field) -> None:
+    data = bytearray(container.to_bytes(compress(field, INFO, CodecOptions())))
+    stored = container.from_bytes(bytes(data), "clip.nvp")
+    latent = next(section for section in stored.sections if section.kind == "latent:range")
+    at = bytes(data).index(latent.payload) + len(latent.payload) // 2
+    data[at] ^= 0x40
+    with pytest.raises(CompressedFileError, match="clip.nvp"):
+        decode(container.from_bytes(bytes(data), "clip.nvp"), "clip.nvp")
+
+
+def test_training_switches_from_noise_to_rounding_and_rate_reaches_latents_and_steps() -> None:
+    config = replace(NVP_C, rate=RateConfig(ste_from=0.5))
+    torch.manual_seed(0)
+    field = config.setup(shape=VideoShape(4, 16, 24)).train()
+    with torch.no_grad():
+        field.positional.params.normal_(0.0, 0.05)  # trained-sized latents: many symbols away from zero
+    xyt = torch.rand(256, 3)
+    for progress, mode in ((0.2, "noise"), (0.6, "ste")):
+        set_training_progress(field, progress)
+        assert {quantiser.mode for quantiser in quantisers(field)} == {mode}
+        field.zero_grad()
+        (field(xyt).square().mean() + rate_loss(field)).backward()
+        grid = field.positional
+        assert grid.params.grad is not None and grid.params.grad.abs().sum() > 0
+        assert grid.quantiser.model.log_step.grad.abs().sum() > 0
+    # In evaluation the table is rounded: every value a whole number of steps.
+    field.eval()
+    table, steps = field.positional.table, field.positional.quantiser.steps()
+    level_rows = field.positional.layout.level_sizes[0]
+    assert torch.equal(table[:level_rows] / steps[0], torch.round(table[:level_rows] / steps[0]))
+
+
+def test_rate_control_moves_lambda_toward_the_target() -> None:
+    torch.manual_seed(0)
+    xyt = torch.rand(256, 3)
+    for target, direction in ((1e-6, 1), (1e6, -1)):
+        field = replace(NVP_C, rate=RateConfig(lmbda=1e-2, target_bpp=target)).setup(shape=VideoShape(4, 16, 24)).train()
+        for _ in range(3):
+            field(xyt)
+            rate_loss(field)
+        assert (float(field.rate.lmbda) - 1e-2) * direction > 0
+
+
+def test_a_field_without_grids_cannot_train_for_rate() -> None:
+    with pytest.raises(ValueError, match="no grid to train for rate"):
+        replace(METHODS["siren-video"].field, rate=RateConfig()).setup(shape=VideoShape(4, 16, 24))

@@ -479,8 +479,8 @@ def bd_section(name: str, deltas: list[SeriesDeltas]) -> list[str]:
         "mean PSNR difference at equal bpp (positive: better). Each averages over the range both curves span only, "
         "nothing extrapolated, and gives that range's share of the series' range and of the anchor's (along log bpp "
         "for BD-PSNR); where the overlap is partial, the figure says nothing of the series' points outside it. A "
-        "series counts with its rate-distortion front (the points none of its others beats in both bpp and PSNR: NVP's "
-        f"settings vary different options and make a curve only so), which needs at least {MIN_BD_POINTS} points.",
+        "series counts with its rate-distortion front (the points none of its others beats in both bpp and PSNR; NVP's "
+        f"settings vary different options, so only those make a curve), which needs at least {MIN_BD_POINTS} points.",
         "",
         "| series | points (on its front) | BD-rate | over PSNR | BD-PSNR | over bpp |",
         "|---|---|---|---|---|---|",

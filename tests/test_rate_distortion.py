@@ -1,8 +1,10 @@
 """nvp-rd: the reference codecs in their child process, NVP points through the decompress path, the reading
-at equal bpp, and bad flags refused before anything runs. No training: a perturbed field stands in for a run."""
+at equal bpp, BD-rate and BD-PSNR against x265, and bad flags refused before anything runs. No training: a
+perturbed field stands in for a run."""
 
 from __future__ import annotations
 
+import csv
 import math
 import subprocess
 import sys
@@ -25,13 +27,18 @@ from nvp_nerfstudio.scripts.rate_distortion import (
     RateDistortionConfig,
     ReferenceJob,
     RunResult,
+    bjontegaard_delta,
     bpp_at_psnr,
     main,
     markdown,
     nvp_point,
+    plot,
     psnr_at_bpp,
+    rate_distortion_front,
     reference_point,
     run_reference,
+    series_deltas,
+    write_bd_csv,
 )
 
 SELECTION = FrameSelection(max_frames=6, downscale=4)  # carphone: 6 frames of 44x36
@@ -109,7 +116,8 @@ def test_markdown_reads_each_point_against_x265_and_the_target() -> None:
         Point("nvp", "base", 1000, 0.15, 31.0, 1.0, 0.5, 2.0, "webp 90 + ffv1 + lzma, 8-bit hashes, float16 MLP"),
         Point("nvp", "hash bits 5", 400, 0.3, 30.0, 1.0, 0.5, 2.0, "webp 90 + ffv1 + lzma, 5-bit hashes, float16 MLP"),
     ]
-    text = markdown("clip", [RunResult("nvp", Path("run/config.yml"), VideoShape(2, 10, 20), 31.2, 2000, points)], references, "x265 medium yuv420p")
+    runs = [RunResult("nvp", Path("run/config.yml"), VideoShape(2, 10, 20), 31.2, 2000, points)]
+    text = markdown("clip", runs, references, "x265 medium yuv420p", series_deltas(runs, references, "x265 medium yuv420p"))
     at = 30.0 + 3.0 * math.log(1.5) / math.log(2.0)
     assert f"| {at:.2f} | {31.0 - at:+.2f} dB |" in text
     assert "| hash bits 5 |" in text and "outside its range" in text
@@ -117,6 +125,106 @@ def test_markdown_reads_each_point_against_x265_and_the_target() -> None:
     assert "not met; the smallest file within 0.3 dB: base (2.00x, -0.20 dB)" in text
     assert f"| {0.1 * 2 ** (1 / 3):.4f} | {0.15 / (0.1 * 2 ** (1 / 3)):.1f}x |" in text and "| 0.1000 | 3.0x |" in text
     assert f"nvp is {31.0 - at:+.2f} dB at equal bpp (1 of 2 points), and takes 1.2 to 3.0x its bits at equal PSNR (2 of 2 points)" in text
+    # Two x265 points are too few for BD figures: said, not computed.
+    assert "| nvp | 2 (1) | - | the anchor's front has 2 of the 4 points BD needs | - | the anchor's front has 2 of the 4 points BD needs |" in text
+
+
+# An x265-like anchor: (bpp, PSNR) at five CRFs, not evenly spaced, bending as real curves do.
+ANCHOR_CURVE = [(0.028, 29.0), (0.085, 34.35), (0.274, 38.91), (0.884, 41.8), (1.944, 43.0)]
+
+
+def straight(offset: float, bpps: list[float]) -> list[tuple[float, float]]:
+    """PSNR = 10 log10(bpp) + offset: a straight line in log bpp, which any interpolation through its points follows."""
+    return [(bpp, 10 * math.log10(bpp) + offset) for bpp in bpps]
+
+
+def test_bd_psnr_of_a_constant_psnr_offset_is_that_offset() -> None:
+    better = [(bpp, psnr_db + 1.5) for bpp, psnr_db in ANCHOR_CURVE]
+    delta = bjontegaard_delta(ANCHOR_CURVE, better, "psnr")
+    assert delta.value == pytest.approx(1.5, abs=1e-9)
+    assert delta.of_series == delta.of_anchor == 1 and delta.common == pytest.approx((0.028, 1.944))
+    assert bjontegaard_delta(ANCHOR_CURVE, ANCHOR_CURVE, "psnr").value == pytest.approx(0.0, abs=1e-12)
+
+
+def test_bd_rate_of_half_the_bits_everywhere_is_minus_50_percent() -> None:
+    half = [(bpp / 2, psnr_db) for bpp, psnr_db in ANCHOR_CURVE]
+    delta = bjontegaard_delta(ANCHOR_CURVE, half, "rate")
+    assert delta.value == pytest.approx(-50.0, abs=1e-9)
+    assert delta.of_series == delta.of_anchor == 1 and delta.common == pytest.approx((29.0, 43.0))
+    assert bjontegaard_delta(ANCHOR_CURVE, [(2 * bpp, p) for bpp, p in ANCHOR_CURVE], "rate").value == pytest.approx(100.0)
+
+
+def test_bd_figures_average_over_the_common_range_only_and_say_how_much_that_is() -> None:
+    # Parallel lines 1 dB apart: the anchor over 0.01-1 bpp (20-40 dB), the test over 0.1-10 bpp (31-51 dB).
+    anchor = straight(40.0, [0.01, 0.03, 0.1, 0.3, 1.0])
+    test = straight(41.0, [0.1, 0.2, 1.0, 3.0, 10.0])
+    bd_psnr = bjontegaard_delta(anchor, test, "psnr")
+    assert bd_psnr.value == pytest.approx(1.0, abs=1e-9)
+    # One of the two decades of bpp each spans.
+    assert bd_psnr.common == pytest.approx((0.1, 1.0)) and bd_psnr.of_series == pytest.approx(0.5) and bd_psnr.of_anchor == pytest.approx(0.5)
+    # At equal PSNR the test needs 10^(-1/10) of the bits: 1 dB is a tenth of a decade on these lines.
+    bd_rate = bjontegaard_delta(anchor, test, "rate")
+    assert bd_rate.value == pytest.approx((10 ** (-0.1) - 1) * 100, abs=1e-9)
+    assert bd_rate.common == pytest.approx((31.0, 40.0)) and bd_rate.of_series == pytest.approx(9 / 20) and bd_rate.of_anchor == pytest.approx(9 / 20)
+
+
+def test_bd_gives_no_figure_for_too_few_points_or_no_overlap() -> None:
+    too_few = bjontegaard_delta(ANCHOR_CURVE, ANCHOR_CURVE[:3], "rate")
+    assert too_few.value is None and too_few.reason == "the series' front has 3 of the 4 points BD needs"
+    assert bjontegaard_delta(ANCHOR_CURVE[1:4], ANCHOR_CURVE, "psnr").reason == "the anchor's front has 3 of the 4 points BD needs"
+    # Five points, but one beaten by another (more bits, less PSNR) and one lossless: three left on the front.
+    beaten = [*ANCHOR_CURVE[:3], (0.3, 38.0), (2.5, math.inf)]
+    assert bjontegaard_delta(ANCHOR_CURVE, beaten, "psnr").reason == "the series' front has 3 of the 4 points BD needs"
+    # 30 dB higher at the same bits: no PSNR in common (no BD-rate), the same bpp (BD-PSNR 30 dB).
+    above = [(bpp, psnr_db + 30) for bpp, psnr_db in ANCHOR_CURVE]
+    no_rate = bjontegaard_delta(ANCHOR_CURVE, above, "rate")
+    assert no_rate.value is None and no_rate.common is None
+    assert no_rate.reason == "no overlap: the series spans 59.00-73.00 dB, the anchor 29.00-43.00 dB"
+    assert bjontegaard_delta(ANCHOR_CURVE, above, "psnr").value == pytest.approx(30.0)
+    # Ranges that only touch have nothing to average over.
+    beyond = [(1.944, 43.0), (3.0, 44.0), (5.0, 45.0), (9.0, 46.0)]
+    assert bjontegaard_delta(ANCHOR_CURVE, beyond, "psnr").reason == "no overlap: the series spans 1.9440-9.0000 bpp, the anchor 0.0280-1.9440 bpp"
+
+
+def test_rate_distortion_front_keeps_the_points_nothing_beats() -> None:
+    points = [(0.5, 33.0), (0.1, 30.0), (0.3, 29.0), (0.2, 32.0), (0.2, 31.0), (0.4, 32.0), (0.9, math.inf), (0.6, 34.0)]
+    # (0.3, 29) and (0.4, 32): (0.2, 32) beats both; (0.2, 31): the same bits for less; lossless: no PSNR.
+    assert rate_distortion_front(points) == [(0.1, 30.0), (0.2, 32.0), (0.5, 33.0), (0.6, 34.0)]
+
+
+def test_bd_figures_for_every_series_in_the_report_the_csv_and_the_plot(tmp_path: Path) -> None:
+    anchor = "x265 medium yuv420p"
+    references = [Point(anchor, f"crf {i}", 100, bpp, p, 0.1, 0.1) for i, (bpp, p) in enumerate(straight(40.0, [0.01, 0.03, 0.1, 0.3, 1.0]))]
+    references += [Point("x264 medium yuv420p", f"crf {i}", 100, bpp, p, 0.1, 0.1) for i, (bpp, p) in enumerate(straight(41.0, [0.1, 0.2, 1.0, 3.0, 10.0]))]
+    nvp = [Point("nvp", f"setting {i}", 1000, bpp, p, 1.0, 0.5, 2.0, "codecs") for i, (bpp, p) in enumerate(straight(39.0, [0.2, 0.25, 0.3, 0.4]))]
+    runs = [
+        RunResult("nvp", Path("run/config.yml"), VideoShape(2, 10, 20), 36.0, 2000, nvp),
+        RunResult("nvp-paper", Path("paper/config.yml"), VideoShape(2, 10, 20), 36.0, 2000, nvp[:2]),
+    ]
+    deltas = series_deltas(runs, references, anchor)
+    assert [d.series for d in deltas] == ["nvp", "nvp-paper", "x264 medium yuv420p"]  # the anchor is no series of its own
+    text = markdown("clip", runs, references, anchor, deltas)
+    assert "## BD-rate and BD-PSNR against x265 medium yuv420p" in text
+    # nvp lies inside the anchor's range: all of it compared, over 0.3 of the anchor's 2 decades (3 of its 20 dB).
+    within = f"all of the series' range, {math.log10(2) / 2:.1%} of the anchor's"
+    assert f"| nvp | 4 (4) | {(10**0.1 - 1) * 100:+.1f} % | 32.01-35.02 dB ({within}) | -1.00 dB | 0.2000-0.4000 bpp ({within}) |" in text
+    assert "| nvp-paper | 2 (2) | - | the series' front has 2 of the 4 points BD needs | - |" in text
+    assert (
+        f"| x264 medium yuv420p | 5 (5) | {(10**-0.1 - 1) * 100:+.1f} % | 31.00-40.00 dB (partial: 45.0% of the series' range, 45.0% of the anchor's) "
+        "| +1.00 dB | 0.1000-1.0000 bpp (partial: 50.0% of the series' range, 50.0% of the anchor's) |"
+    ) in text
+    write_bd_csv(tmp_path / "rd_bd.csv", anchor, deltas)
+    with open(tmp_path / "rd_bd.csv") as handle:
+        rows = {row["series"]: row for row in csv.DictReader(handle)}
+    assert float(rows["x264 medium yuv420p"]["bd_rate_percent"]) == pytest.approx((10 ** -0.1 - 1) * 100, abs=1e-4)
+    assert float(rows["x264 medium yuv420p"]["bd_psnr_of_series"]) == pytest.approx(0.5, abs=1e-4)
+    assert rows["nvp-paper"]["bd_rate_percent"] == "" and rows["nvp-paper"]["bd_psnr_note"] == "the series' front has 2 of the 4 points BD needs"
+    assert {row["anchor"] for row in rows.values()} == {anchor}
+    plot(tmp_path / "rd.png", "clip", runs, references, anchor, deltas)
+    assert (tmp_path / "rd.png").stat().st_size > 0
+    # Without x265 yuv420p there is nothing to read against: every series says so.
+    alone = series_deltas(runs, [p for p in references if p.series != anchor], None)
+    assert {d.rate.reason for d in alone} == {d.psnr.reason for d in alone} == {"no anchor: x265 yuv420p was not run (see --codecs and --pix-fmts)"}
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,9 @@ benchmark build the same optimizer; every method of the table is registered with
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -219,20 +221,26 @@ def test_rd_point_is_what_decompress_gives(trained_run: Path, compressed_run: Co
 
     run_dir = trained_run.parent
     out = run_dir / "rd"
+    crfs = ["18", "23", "28", "33"]  # four: as few as a BD figure takes
     result = run(
         "nvp-rd", "--load-config", str(trained_run), "--output-dir", str(out), "--image-qualities", "--hash-bits", "8",
-        "--no-paper-codecs", "--no-lossless", "--codecs", "x264", "--pix-fmts", "yuv420p", "--crfs", "23", "33", cwd=run_dir,
+        "--no-paper-codecs", "--no-lossless", "--codecs", "x264", "x265", "--pix-fmts", "yuv420p", "--crfs", *crfs, cwd=run_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert all((out / name).stat().st_size > 0 for name in ("rd.csv", "rd.md", "rd.png"))
+    assert all((out / name).stat().st_size > 0 for name in ("rd.csv", "rd_bd.csv", "rd.md", "rd.png"))
     rows = list(csv.DictReader((out / "rd.csv").open()))
     assert [(r["series"], r["setting"]) for r in rows] == [
-        ("nvp", "base"), ("nvp", "hash bits 8"), ("x264 medium yuv420p", "crf 23"), ("x264 medium yuv420p", "crf 33"),
+        ("nvp", "base"), ("nvp", "hash bits 8"), *((f"{codec} medium yuv420p", f"crf {crf}") for codec in ("x264", "x265") for crf in crfs),
     ]
     # The base point is nvp-compress's default file, scored as nvp-decompress's PNG frames.
     assert int(rows[0]["bytes"]) == compressed_run.file.stat().st_size
     assert abs(float(rows[0]["psnr_db"]) - mean_psnr_against_source(compressed_run.frames_dir)) < 0.01
-    assert "x264 medium yuv420p" in (out / "rd.md").read_text()
+    # BD figures of x264 against x265 over the PSNR and bpp they share; none for the run's two points.
+    report = (out / "rd.md").read_text()
+    assert re.search(r"\| x264 medium yuv420p \| 4 \(4\) \| [+-]\d+\.\d % \| [\d.]+-[\d.]+ dB \(.+\) \| [+-]\d+\.\d\d dB \| [\d.]+-[\d.]+ bpp", report)
+    assert re.search(r"\| nvp \| 2 \((\d)\) \| - \| the series' front has \1 of the 4 points BD needs \|", report)
+    (bd_row,) = (r for r in csv.DictReader((out / "rd_bd.csv").open()) if r["series"] == "x264 medium yuv420p")
+    assert bd_row["anchor"] == "x265 medium yuv420p" and math.isfinite(float(bd_row["bd_rate_percent"])) and math.isfinite(float(bd_row["bd_psnr_db"]))
 
 
 @pytest.mark.parametrize("method", ["nvp", "ngp-video", "siren-video"])

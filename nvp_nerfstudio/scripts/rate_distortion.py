@@ -7,7 +7,9 @@ in yuv420p and yuv444p, SVT-AV1 in yuv420p only (it codes only 4:2:0), each enco
 process (reference_codecs.py). Every point is measured the same way: frames as uint8, as a decoded
 video is, mean per-frame RGB PSNR against the source frames (the run's frame selection), and
 bpp = bytes x 8 / (frames x height x width): the whole .nvp file, or a codec's bitstream (packets and
-extradata, no container). Writes rd.csv, rd.md and rd.png to the output folder.
+extradata, no container). Every series but the anchor (x265-medium yuv420p) gets its BD-rate and BD-PSNR
+against the anchor. Writes rd.csv (the points), rd_bd.csv (the BD figures), rd.md and rd.png to the output
+folder.
 """
 
 from __future__ import annotations
@@ -43,11 +45,22 @@ from nvp_nerfstudio.rendering import field_frames
 
 CONSOLE = Console()
 ANCHOR = ("x265", "yuv420p")
-"""The reference curve every NVP point is read against at equal bpp."""
+"""The reference curve every NVP point is read against at equal bpp, and every series' BD figures are against."""
+BD_METHOD = "pchip"
+"""The bjontegaard package's interpolation of a rate-distortion curve: piecewise cubic Hermite, as the JCT-VC and
+JVET common-test-condition sheets use (the package matches them to 10 decimals), so the figures read like the
+published ones; it keeps a monotonic curve monotonic between unevenly spaced CRFs. Not 'cubic' (VCEG-M33's single
+cubic polynomial: through four points, a least-squares fit that misses them through more) nor the package's
+default 'akima' (steadier in its authors' study, but not what the common test conditions compute)."""
+MIN_BD_POINTS = 4
+"""Points a curve needs for a BD figure: four rates, as VCEG-M33 and the common test conditions take; the package
+would interpolate two, but a curve of two or three points is mostly the interpolation's guess."""
 TARGET_RATIO, TARGET_LOSS = 4.0, 0.3
 """The target: a file at least 4x smaller than the raw 8-bit latents, within 0.3 dB of the uncompressed field."""
 
 Frames = UInt8[np.ndarray, "frames height width 3"]
+Curve = list[tuple[float, float]]
+"""(bpp, PSNR in dB) points of one series."""
 SourceFrames = UInt8[Tensor, "frames height width 3"]
 
 
@@ -56,7 +69,7 @@ class RateDistortionConfig:
     load_config: Tuple[Path, ...]
     """config.yml of one or more trained runs of the same frames (e.g. an nvp and an nvp-paper run)."""
     output_dir: Path = Path("rd-results")
-    """Folder for rd.csv, rd.md and rd.png (made if missing; written only once every point is measured)."""
+    """Folder for rd.csv, rd_bd.csv, rd.md and rd.png (made if missing; written only once every point is measured)."""
     base: CodecOptions = CodecOptions()
     """The first point of every run; each point of the sweeps below changes one of its options."""
     image_qualities: Tuple[int, ...] = (95, 80, 70)
@@ -113,6 +126,33 @@ class Point:
     render_seconds: Optional[float] = None
     codecs: str = ""
     """NVP: every codec option, resolved."""
+
+
+@dataclass(frozen=True)
+class BjontegaardDelta:
+    """One BD figure of a series against the anchor, or why there is none."""
+
+    value: Optional[float] = None
+    """BD-rate in % (negative: fewer bits at equal PSNR) or BD-PSNR in dB (positive: better at equal bpp)."""
+    common: Optional[tuple[float, float]] = None
+    """The range the figure averages over, which both curves span: PSNR in dB for BD-rate, bpp for BD-PSNR."""
+    of_series: float = 0.0
+    """That range's share of the series' own range (along log bpp for BD-PSNR): below 1 the overlap is partial,
+    and the figure says nothing of the series' points beyond the anchor's."""
+    of_anchor: float = 0.0
+    """Its share of the anchor's range."""
+    reason: str = ""
+    """Why there is no figure."""
+
+
+@dataclass(frozen=True)
+class SeriesDeltas:
+    series: str
+    points: int
+    front: int
+    """Of those, the points on its rate-distortion front: the ones the BD figures use."""
+    rate: BjontegaardDelta
+    psnr: BjontegaardDelta
 
 
 @dataclass
@@ -228,6 +268,64 @@ def bpp_at_psnr(curve: list[tuple[float, float]], psnr_db: float) -> Optional[fl
     return None if log_bpp is None else math.exp(log_bpp)
 
 
+def rate_distortion_front(curve: Curve) -> Curve:
+    """The points no other point beats (as few or fewer bits at as high or higher PSNR), by bpp: rising in both
+    bpp and PSNR, as BD's interpolation needs. NVP's settings vary different options, so its points are no curve
+    until the beaten ones go; a lossless point (infinite PSNR) has no place on a PSNR axis."""
+    front: Curve = []
+    for bpp, psnr_db in sorted(curve, key=lambda point: (point[0], -point[1])):
+        if math.isfinite(psnr_db) and (not front or psnr_db > front[-1][1]):
+            front.append((bpp, psnr_db))
+    return front
+
+
+def bjontegaard_delta(anchor: Curve, test: Curve, figure: Literal["rate", "psnr"]) -> BjontegaardDelta:
+    """BD-rate (%) or BD-PSNR (dB) of `test` against `anchor`, each taken as its rate-distortion front, by the
+    bjontegaard package with BD_METHOD. The package averages over the range both curves span only (PSNR for
+    BD-rate, log bpp for BD-PSNR), so nothing is extrapolated; the shares say how much of each range that is.
+    No figure, with the reason, where a front has fewer than MIN_BD_POINTS points or the ranges do not overlap."""
+    from bjontegaard import bd_psnr, bd_rate  # it imports matplotlib.pyplot: only when figures are due, as plot() does
+
+    anchor, test = rate_distortion_front(anchor), rate_distortion_front(test)
+    for whose, front in (("the anchor's", anchor), ("the series'", test)):
+        if len(front) < MIN_BD_POINTS:
+            return BjontegaardDelta(reason=f"{whose} front has {len(front)} of the {MIN_BD_POINTS} points BD needs")
+    # BD-rate averages the log-bpp gap along PSNR, BD-PSNR the PSNR gap along log bpp; a front rises in both.
+    along = (lambda point: point[1]) if figure == "rate" else (lambda point: math.log10(point[0]))
+    (anchor_low, anchor_high), (test_low, test_high) = ((along(front[0]), along(front[-1])) for front in (anchor, test))
+    low, high = max(anchor_low, test_low), min(anchor_high, test_high)
+    if low >= high:
+        return BjontegaardDelta(
+            reason=f"no overlap: the series spans {span(test_low, test_high, figure)}, the anchor {span(anchor_low, anchor_high, figure)}"
+        )
+    compute = bd_rate if figure == "rate" else bd_psnr
+    # min_overlap=0: the package would only warn where the common range is under 75 % of both curves' together;
+    # the shares of each curve's range come with every figure instead.
+    value = compute(*zip(*anchor), *zip(*test), method=BD_METHOD, require_matching_points=False, min_overlap=0)
+    common = (low, high) if figure == "rate" else (10**low, 10**high)
+    return BjontegaardDelta(float(value), common, (high - low) / (test_high - test_low), (high - low) / (anchor_high - anchor_low))
+
+
+def span(low: float, high: float, figure: Literal["rate", "psnr"]) -> str:
+    """A range along BD-rate's axis (PSNR) or BD-PSNR's (log10 bpp), in dB or bpp."""
+    return f"{low:.2f}-{high:.2f} dB" if figure == "rate" else f"{10**low:.4f}-{10**high:.4f} bpp"
+
+
+def series_deltas(runs: list[RunResult], references: list[Point], anchor: Optional[str]) -> list[SeriesDeltas]:
+    """BD-rate and BD-PSNR against the anchor of every run and every reference series but the anchor."""
+    anchor_curve = [(p.bpp, p.psnr) for p in references if p.series == anchor]
+    series = {run.label: [(p.bpp, p.psnr) for p in run.points] for run in runs}
+    for p in references:
+        if p.series != anchor:
+            series.setdefault(p.series, []).append((p.bpp, p.psnr))
+    no_anchor = BjontegaardDelta(reason=f"no anchor: {ANCHOR[0]} {ANCHOR[1]} was not run (see --codecs and --pix-fmts)")
+    deltas = []
+    for name, curve in series.items():
+        rate, psnr_delta = (bjontegaard_delta(anchor_curve, curve, figure) if anchor_curve else no_anchor for figure in ("rate", "psnr"))
+        deltas.append(SeriesDeltas(name, len(curve), len(rate_distortion_front(curve)), rate, psnr_delta))
+    return deltas
+
+
 # ---------------------------------------------------------------- the sweep and its checks
 
 
@@ -283,9 +381,13 @@ def anchor_series(jobs: list[ReferenceJob]) -> Optional[str]:
     return next((job.series for job in jobs if (job.codec, job.pix_fmt) == ANCHOR), None)
 
 
-def markdown(title: str, runs: list[RunResult], references: list[Point], anchor: Optional[str]) -> str:
+def anchor_name(anchor: Optional[str]) -> str:
+    return anchor or f"{ANCHOR[0]} {ANCHOR[1]} (not run)"
+
+
+def markdown(title: str, runs: list[RunResult], references: list[Point], anchor: Optional[str], deltas: list[SeriesDeltas]) -> str:
     curve = [(p.bpp, p.psnr) for p in references if p.series == anchor]
-    name = anchor or f"{ANCHOR[0]} {ANCHOR[1]} (not run)"
+    name = anchor_name(anchor)
     lines = [
         f"# Rate-distortion: {title}",
         "",
@@ -294,7 +396,8 @@ def markdown(title: str, runs: list[RunResult], references: list[Point], anchor:
         "those bytes, as nvp-decompress does) or of a reference codec's bitstream (packets and extradata, no "
         f"container). SVT-AV1 codes only 4:2:0. Each NVP point is read against {name} at equal bpp (its PSNR "
         "there and the difference, Δ) and at equal PSNR (the bpp it needs, and how many times that the .nvp "
-        "file takes), linear in log(bpp) between its two CRF points around; blank outside its CRFs' range.",
+        "file takes), linear in log(bpp) between its two CRF points around; blank outside its CRFs' range. "
+        f"Each series' BD-rate and BD-PSNR against {name} follow the runs.",
     ]
     for run in runs:
         lines += [
@@ -319,6 +422,7 @@ def markdown(title: str, runs: list[RunResult], references: list[Point], anchor:
             ]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", target_line(run), "", anchor_line(run, name, curve, readings)]
+    lines += ["", *bd_section(name, deltas)]
     lines += [
         "",
         "## Reference codecs",
@@ -366,6 +470,39 @@ def anchor_line(run: RunResult, name: str, curve: list[tuple[float, float]], rea
     return f"Against {name} (its CRFs: {low:.4f}-{high:.4f} bpp): {run.label} {same_bpp}, and {same_psnr}."
 
 
+def bd_section(name: str, deltas: list[SeriesDeltas]) -> list[str]:
+    lines = [
+        f"## BD-rate and BD-PSNR against {name}",
+        "",
+        f"Bjøntegaard deltas (the bjontegaard package, {BD_METHOD} interpolation as in the JCT-VC and JVET common test "
+        f"conditions): BD-rate is the mean bpp difference at equal PSNR (negative: fewer bits than {name}), BD-PSNR the "
+        "mean PSNR difference at equal bpp (positive: better). Each averages over the range both curves span only, "
+        "nothing extrapolated, and gives that range's share of the series' range and of the anchor's (along log bpp "
+        "for BD-PSNR); where the overlap is partial, the figure says nothing of the series' points outside it. A "
+        "series counts with its rate-distortion front (the points none of its others beats in both bpp and PSNR; NVP's "
+        f"settings vary different options, so only those make a curve), which needs at least {MIN_BD_POINTS} points.",
+        "",
+        "| series | points (on its front) | BD-rate | over PSNR | BD-PSNR | over bpp |",
+        "|---|---|---|---|---|---|",
+    ]
+    for delta in deltas:
+        cells = [*bd_cells(delta.rate, "{:+.1f} %", "{:.2f}-{:.2f} dB"), *bd_cells(delta.psnr, "{:+.2f} dB", "{:.4f}-{:.4f} bpp")]
+        lines.append(f"| {delta.series} | {delta.points} ({delta.front}) | " + " | ".join(cells) + " |")
+    return lines
+
+
+def bd_cells(delta: BjontegaardDelta, figure: str, common: str) -> list[str]:
+    """The figure and the range it averages over, with how much the curves overlap; or "-" and why there is none."""
+    if delta.value is None:
+        return ["-", delta.reason]
+    overlap = f"{share(delta.of_series)} of the series' range, {share(delta.of_anchor)} of the anchor's"
+    return [figure.format(delta.value), f"{common.format(*delta.common)} ({'' if delta.of_series == 1 else 'partial: '}{overlap})"]
+
+
+def share(fraction: float) -> str:
+    return "all" if fraction == 1 else f"{fraction:.1%}"
+
+
 def write_csv(path: Path, runs: list[RunResult], references: list[Point]) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -378,20 +515,53 @@ def write_csv(path: Path, runs: list[RunResult], references: list[Point]) -> Non
             ])
 
 
-def plot(path: Path, title: str, runs: list[RunResult], references: list[Point]) -> None:
+def write_bd_csv(path: Path, anchor: str, deltas: list[SeriesDeltas]) -> None:
+    """One row a series: BD-rate (%) over a PSNR range (dB), BD-PSNR (dB) over a bpp range, each range's share of
+    the series' range and of the anchor's; the figure and its range blank where the note says why there is none."""
+
+    def columns(delta: BjontegaardDelta) -> list[str]:
+        if delta.value is None:
+            return ["", "", "", "", "", delta.reason]
+        return [f"{delta.value:.4f}", *(f"{end:.6f}" for end in delta.common), f"{delta.of_series:.4f}", f"{delta.of_anchor:.4f}", ""]
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([
+            "series", "anchor", "points", "front_points",
+            "bd_rate_percent", "bd_rate_from_db", "bd_rate_to_db", "bd_rate_of_series", "bd_rate_of_anchor", "bd_rate_note",
+            "bd_psnr_db", "bd_psnr_from_bpp", "bd_psnr_to_bpp", "bd_psnr_of_series", "bd_psnr_of_anchor", "bd_psnr_note",
+        ])
+        for delta in deltas:
+            writer.writerow([delta.series, anchor, delta.points, delta.front, *columns(delta.rate), *columns(delta.psnr)])
+
+
+def bd_legend(delta: SeriesDeltas) -> str:
+    """The series' BD figures for its legend entry, with the share of its range they cover where that is partial."""
+
+    def figure(bd: BjontegaardDelta, form: str) -> str:
+        if bd.value is None:
+            return "-"
+        return form.format(bd.value) + ("" if bd.of_series == 1 else f" (on {bd.of_series:.0%} of its range)")
+
+    return f"BD-rate {figure(delta.rate, '{:+.1f} %')}, BD-PSNR {figure(delta.psnr, '{:+.2f} dB')}"
+
+
+def plot(path: Path, title: str, runs: list[RunResult], references: list[Point], anchor: str, deltas: list[SeriesDeltas]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(8, 5.5))
+    bd = {delta.series: bd_legend(delta) for delta in deltas}
+    figure, axis = plt.subplots(figsize=(11, 5.5))
     for series in dict.fromkeys(p.series for p in references):
         points = sorted((p.bpp, p.psnr) for p in references if p.series == series and math.isfinite(p.psnr))
-        axis.plot(*zip(*points), marker=".", linestyle="--" if "yuv444p" in series else "-", label=series)
+        label = f"{series} (anchor)" if series == anchor else f"{series}: {bd[series]}"
+        axis.plot(*zip(*points), marker=".", linestyle="--" if "yuv444p" in series else "-", label=label)
     for run in runs:
         points = sorted(run.points, key=lambda p: p.bpp)
         # Markers only: the settings vary different options, so they are no curve.
-        (line,) = axis.plot([p.bpp for p in points], [p.psnr for p in points], marker="o", linestyle="none", label=f"{run.label} (.nvp)")
+        (line,) = axis.plot([p.bpp for p in points], [p.psnr for p in points], marker="o", linestyle="none", label=f"{run.label} (.nvp): {bd[run.label]}")
         for p in points:
             # Slanted: the settings sit close together in bpp.
             axis.annotate(p.setting, (p.bpp, p.psnr), textcoords="offset points", xytext=(2, -4), fontsize=6, rotation=-40,
@@ -400,7 +570,8 @@ def plot(path: Path, title: str, runs: list[RunResult], references: list[Point])
     axis.set_xscale("log")
     axis.set(xlabel="bits per pixel (log)", ylabel="PSNR (dB)", title=title)
     axis.grid(alpha=0.3, which="both")
-    axis.legend(fontsize=7)
+    # Beside the axes: the BD figures make the entries too long to sit on the curves.
+    axis.legend(fontsize=7, title=f"BD against {anchor}, over the common range", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     figure.tight_layout()
     figure.savefig(path, dpi=130)
     plt.close(figure)
@@ -454,12 +625,15 @@ def main(config: RateDistortionConfig) -> tuple[list[RunResult], list[Point]]:
             runs.append(RunResult(label, path, run_field.shape, uncompressed, raw_8bit_bytes(run_field), points))
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(title, runs, references, anchor_series(jobs))
+    anchor = anchor_series(jobs)
+    deltas = series_deltas(runs, references, anchor)
+    text = markdown(title, runs, references, anchor, deltas)
     (out / "rd.md").write_text(text)
     write_csv(out / "rd.csv", runs, references)
-    plot(out / "rd.png", f"{title}: rate-distortion", runs, references)
+    write_bd_csv(out / "rd_bd.csv", anchor_name(anchor), deltas)
+    plot(out / "rd.png", f"{title}: rate-distortion", runs, references, anchor_name(anchor), deltas)
     Console(width=max(CONSOLE.width, 200)).print(text, markup=False, highlight=False)
-    CONSOLE.print(f"Wrote {out / 'rd.md'}, {out / 'rd.csv'} and {out / 'rd.png'}")
+    CONSOLE.print(f"Wrote {out / 'rd.md'}, {out / 'rd.csv'}, {out / 'rd_bd.csv'} and {out / 'rd.png'}")
     return runs, references
 
 

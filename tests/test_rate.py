@@ -117,3 +117,13 @@ def test_rate_control_moves_lambda_toward_the_target() -> None:
 def test_a_field_without_grids_cannot_train_for_rate() -> None:
     with pytest.raises(ValueError, match="no grid to train for rate"):
         replace(METHODS["siren-video"].field, rate=RateConfig()).setup(shape=VideoShape(4, 16, 24))
+
+
+def test_nvp_rd_measures_a_rate_trained_field_once_per_mlp_width(field) -> None:
+    from nvp_nerfstudio.scripts.rate_distortion import RateDistortionConfig, nvp_sweep, run_sweep
+
+    sweep = nvp_sweep(RateDistortionConfig(load_config=()))
+    assert len(sweep) > 4
+    kept = run_sweep(sweep, field)
+    assert sorted(options.mlp_bits for _, options in kept) == [16, 32] and kept[0][0] == "base"
+    assert run_sweep(sweep, METHODS["nvp"].field.setup(shape=VideoShape(4, 16, 24))) == sweep

@@ -41,6 +41,7 @@ from nvp_nerfstudio.data.output import to_uint8
 from nvp_nerfstudio.fields.base import VideoField, VideoShape
 from nvp_nerfstudio.metrics import bits_per_pixel, psnr
 from nvp_nerfstudio.plugin.runs import check_run, load_run
+from nvp_nerfstudio.rate import quantisers
 from nvp_nerfstudio.rendering import field_frames
 
 CONSOLE = Console()
@@ -348,6 +349,17 @@ def nvp_sweep(config: RateDistortionConfig) -> list[tuple[str, CodecOptions]]:
     return list(unique.values())
 
 
+def run_sweep(sweep: list[tuple[str, CodecOptions]], field: VideoField) -> list[tuple[str, CodecOptions]]:
+    """The settings that differ for this field: a field trained for rate (nvp-c) codes its grids with its own
+    models, so only the MLP's float width tells its points apart."""
+    if not quantisers(field):
+        return sweep
+    unique = {}
+    for name, options in sweep:
+        unique.setdefault(options.mlp_bits, (name, options))
+    return list(unique.values())
+
+
 def reference_jobs(config: RateDistortionConfig) -> list[ReferenceJob]:
     """Every reference encode, checked against the codec's crf range and this PyAV build."""
     if not 0 <= config.svt_av1_preset <= 13:
@@ -603,7 +615,7 @@ def main(config: RateDistortionConfig) -> tuple[list[RunResult], list[Point]]:
     runs, references = [], []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=CONSOLE) as progress, tempfile.TemporaryDirectory() as folder:
-        task = progress.add_task("", total=len(jobs) + len(loaded) * (1 + len(sweep)))
+        task = progress.add_task("", total=len(jobs) + sum(1 + len(run_sweep(sweep, run[0])) for run in loaded))
         frames_path = Path(folder) / "source.npy"
         np.save(frames_path, source.numpy())
         for job in jobs:
@@ -615,7 +627,7 @@ def main(config: RateDistortionConfig) -> tuple[list[RunResult], list[Point]]:
             uncompressed = mean_psnr(render_video(run_field, config.chunk), source)
             progress.advance(task)
             points = []
-            for name, options in sweep:
+            for name, options in run_sweep(sweep, run_field):
                 progress.update(task, description=f"{label}: {name}")
                 try:
                     points.append(nvp_point(label, name, run_field, run_info, options, source, config.chunk))

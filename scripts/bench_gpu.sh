@@ -6,7 +6,7 @@
 #      on the largest real sample clip (1280x720), decoding speed at 1080p;
 #   4. the same quality per step: NVP-S with the torch MLP and with the fused kernels, 300 steps each;
 #   5. nvp-fast, 60 s (the MLP fused).
-# Needs only the core (torch, triton, numpy, av, tyro, rich, matplotlib), not nerfstudio.
+# Needs only the core (torch, triton, numpy, av, tyro, rich, matplotlib, constriction), not nerfstudio.
 #   bash scripts/bench_gpu.sh [OUTPUT_DIR]      (CLIP=path/to/video to use another clip)
 # Each part is cut at its own limit or at what is left of BUDGET seconds (default 540), whichever comes first;
 # PARTS="tests kernels" runs only the parts named.

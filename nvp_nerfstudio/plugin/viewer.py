@@ -36,6 +36,11 @@ class VideoViewerControl(ViewerControl):
 
     def _setup(self, viewer) -> None:
         super()._setup(viewer)
+        # Every training camera of a video has the same pose, between the viewer's camera and the plane: their
+        # frustums would cover the frame with thumbnails, and hundreds of them cost a browser without a GPU its frame
+        # rate (viser then lowers its canvas resolution). The viewer draws them after setting up its controls: none is.
+        viewer.config.max_num_display_images = 0
+        viewer.hide_images.visible = False
         self.viser_server.on_client_connect(self.face_video)
 
     def camera_distance(self, vertical_fov: float, aspect: float) -> float:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import moving_gradient, write_clip
-from nerfstudio.cameras.cameras import CameraType
+from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.viewer.render_state_machine import RenderStateMachine
 
 from nvp_nerfstudio.data.sampler import FramePixelSampler
 from nvp_nerfstudio.plugin.dataparser import VideoDataParserConfig
 from nvp_nerfstudio.plugin.model import VideoModelConfig
+from nvp_nerfstudio.rendering import render_frame
 
 
 @pytest.fixture
@@ -113,6 +116,56 @@ def test_viewer_perspective_rays_hit_the_plane_or_background(clip: Path) -> None
     assert torch.equal(out["rgb"][1:], torch.zeros(2, 3))
     missing = model.get_outputs(bundle[1:])  # a chunk of rays that all miss the frame
     assert missing["accumulation"].sum() == 0 and torch.equal(missing["rgb"], torch.zeros(2, 3))
+
+
+def test_images_are_the_frame_at_its_pixel_centres(clip: Path) -> None:
+    model, train = video_model(clip)
+    model.eval()
+    out = model.get_outputs_for_camera(train.cameras[4:5])  # a dataset camera, as ns-eval renders with
+    reconstruction = render_frame(model.field, 0.5, 12, 20)
+    source = train.metadata["video"].frames[4].float() / 255
+    torch.testing.assert_close(out["rgb"], reconstruction)
+    torch.testing.assert_close(out["ground_truth"], source)
+    torch.testing.assert_close(out["error"], (reconstruction - source).abs().mean(-1, keepdim=True))
+    assert out["accumulation"].all()
+
+
+def facing_camera(distance: float, size: int = 32) -> Cameras:
+    """A perspective camera on the z axis looking at the plane, with a 90-degree field of view."""
+    pose = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, distance]])
+    half = size / 2
+    return Cameras(pose, fx=half, fy=half, cx=half, cy=half, camera_type=CameraType.PERSPECTIVE, times=torch.tensor([[0.5]]))
+
+
+def test_a_view_with_fewer_pixels_than_the_frame_evaluates_fewer_points(clip: Path) -> None:
+    model, _ = video_model(clip)
+    model.eval()
+    evaluated = []
+    model.field.register_forward_hook(lambda field, inputs, output: evaluated.append(len(inputs[0])))
+    out = model.get_outputs_for_camera(facing_camera(3.0))  # the 20x12 frame covers about 5x3 of its pixels
+    plane = out["accumulation"][..., 0].bool()
+    assert out["rgb"].shape == (32, 32, 3) and 3 <= int(plane.any(0).sum()) <= 7
+    assert sum(evaluated) <= 7 * 5  # a grid about as coarse as the view's, not the 240 pixel centres
+    assert torch.equal(out["rgb"][~plane], torch.zeros(int((~plane).sum()), 3))
+
+
+def test_a_still_viewer_render_gives_the_plane_every_pixel_of_the_video(clip: Path) -> None:
+    model, _ = video_model(clip)
+    model.eval()
+    camera = facing_camera(3.0)
+    # The viewer's render thread in its still ("high") state, without a viewer behind it.
+    results = []
+    thread = RenderStateMachine.__new__(RenderStateMachine)
+    threading.Thread.__init__(thread)
+    thread.state = "high"
+    thread.run = lambda: results.append(model.get_outputs_for_camera(camera))
+    thread.start()
+    thread.join()
+    plane = results[0]["accumulation"][..., 0].bool()
+    # Raised in place (the viewer composites depth with the same camera) until the frame's 20 columns and 12 rows fit.
+    assert results[0]["rgb"].shape[:2] == (int(camera.height), int(camera.width)) and int(camera.width) > 32
+    assert int(plane.any(0).sum()) >= 20 and int(plane.any(1).sum()) >= 12
+    assert model.get_outputs_for_camera(facing_camera(3.0))["rgb"].shape == (32, 32, 3)  # any other render: as asked
 
 
 def test_sampler_coordinates_match_the_rays_nerfstudio_generates(clip: Path) -> None:

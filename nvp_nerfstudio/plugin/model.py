@@ -6,8 +6,11 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Type
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Bool, Float
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.data.scene_box import OrientedBox
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
@@ -16,13 +19,21 @@ from nerfstudio.viewer.viewer_elements import ViewerSlider
 from torch import Tensor
 from torch.nn import Parameter
 
-from nvp_nerfstudio.fields.base import VideoFieldConfig, VideoShape
+from nvp_nerfstudio.fields.base import VideoFieldConfig, VideoShape, pixel_coordinates
 from nvp_nerfstudio.fields.nvp import NVPFieldConfig
 from nvp_nerfstudio.fit import training_losses
 from nvp_nerfstudio.metrics import LpipsWeightsError, frame_metrics, psnr
 from nvp_nerfstudio.plugin import set_up_process
-from nvp_nerfstudio.plugin.viewer import VideoViewerControl
+from nvp_nerfstudio.plugin.viewer import MAX_STILL_RENDER_SIDE, VideoViewerControl, rendering_still_view
 from nvp_nerfstudio.rate import parameter_groups, set_training_progress
+
+
+def pixels_read(centres: Float[Tensor, "n"], size: int) -> Tuple[int, int]:
+    """First and last pixel of a row (or column) of `size` that bilinear interpolation at these positions, in
+    pixel-centre units, reads."""
+    first = int(centres.min().floor().clamp(0, size - 1))
+    last = int((centres.max().floor() + 1).clamp(0, size - 1))
+    return first, last
 
 
 @dataclass
@@ -115,17 +126,109 @@ class VideoModel(Model):
             rgb = rgb.clone()
             rgb[inside] = self.field(xyt[inside])
         depth = torch.where(inside, distance, torch.zeros_like(distance))
-        outputs = {
+        return {
             "rgb": rgb.reshape(*batch_shape, 3),
             "depth": depth.reshape(*batch_shape, 1),
             "accumulation": inside.to(rgb.dtype).reshape(*batch_shape, 1),
         }
-        if not self.training:
-            # The viewer's "Output type" list then offers the source frame and the error beside the reconstruction.
-            truth = self.ground_truth(xyt, inside)
-            outputs["ground_truth"] = truth.reshape(*batch_shape, 3)
-            outputs["error"] = ((rgb.clamp(0, 1) - truth).abs().mean(-1, keepdim=True) * inside[:, None]).reshape(*batch_shape, 1)
-        return outputs
+
+    @torch.no_grad()
+    def get_outputs_for_camera(self, camera: Cameras, obb_box: Optional[OrientedBox] = None) -> Dict[str, Tensor]:
+        """An image of the video plane (viewer, ns-eval, ns-render): the frame's pixels, sampled where the rays meet it.
+
+        The frame is evaluated at pixel centres, as ns-eval scores it, never between them; the outputs are the
+        reconstruction, the source frame ("ground_truth") and their per-pixel error, which the viewer lists under
+        "Output type".
+        """
+        xyt, inside, distance = self.plane_hits(camera, obb_box)
+        finest, coarsest = self.source_pixels_per_image_pixel(xyt, inside)
+        if coarsest > 1.0 and rendering_still_view():
+            scale = min(coarsest, MAX_STILL_RENDER_SIDE / max(inside.shape))
+            if scale > 1.0:
+                # In place: the viewer composites depth with rays of this same camera.
+                camera.rescale_output_resolution(scale, scale_rounding_mode="ceil")
+                xyt, inside, distance = self.plane_hits(camera, obb_box)
+                finest, _ = self.source_pixels_per_image_pixel(xyt, inside)
+        height, width = inside.shape
+        background = torch.tensor(self.config.background_color, device=xyt.device)
+        rgb = background.expand(height, width, 3).clone()
+        truth = rgb.clone()
+        error = torch.zeros(height, width, 1, device=xyt.device)
+        if bool(inside.any()):
+            # A frame sampled more sparsely than its pixels is evaluated on a coarser grid of pixel centres.
+            detail = 1.0 if finest <= 1.0 else 1.0 / finest
+            rgb[inside], truth[inside], error[inside] = self.sample_frame(xyt[inside], detail)
+        return {
+            "rgb": rgb,
+            "ground_truth": truth,
+            "error": error,
+            "depth": torch.where(inside, distance, torch.zeros_like(distance))[..., None],
+            "accumulation": inside[..., None].to(rgb.dtype),
+        }
+
+    def plane_hits(
+        self, camera: Cameras, obb_box: Optional[OrientedBox]
+    ) -> Tuple[Float[Tensor, "h w 3"], Bool[Tensor, "h w"], Float[Tensor, "h w"]]:
+        """plane_coordinates of the rays of every pixel of the camera's image."""
+        rays = camera.generate_rays(camera_indices=0, keep_shape=True, obb_box=obb_box).to(self.device)
+        xyt, inside, distance = self.plane_coordinates(rays)
+        height, width = rays.shape
+        return xyt.view(height, width, 3), inside.view(height, width), distance.view(height, width)
+
+    def source_pixels_per_image_pixel(self, xyt: Float[Tensor, "h w 3"], inside: Bool[Tensor, "h w"]) -> Tuple[float, float]:
+        """Least and greatest distance, in source pixels, between the plane points of neighbouring image pixels.
+
+        Above 1 the image has fewer pixels than the video over that part of the frame. (1, 1) with fewer than two
+        neighbouring pixels on the frame.
+        """
+        shape = self.video_shape
+        pixels = xyt[..., :2] * torch.tensor([shape.width, shape.height], device=xyt.device)
+        steps = torch.cat(
+            [
+                (pixels[:, 1:] - pixels[:, :-1]).norm(dim=-1)[inside[:, 1:] & inside[:, :-1]],
+                (pixels[1:] - pixels[:-1]).norm(dim=-1)[inside[1:] & inside[:-1]],
+            ]
+        )
+        if steps.numel() == 0:
+            return 1.0, 1.0
+        return steps.min().item(), steps.max().item()
+
+    def sample_frame(
+        self, xyt: Float[Tensor, "n 3"], detail: float
+    ) -> Tuple[Float[Tensor, "n 3"], Float[Tensor, "n 3"], Float[Tensor, "n 1"]]:
+        """Reconstruction, source and error at points of one frame time, from the frame at its pixel centres (at
+        `detail` times its resolution), evaluated over the part the points cover.
+
+        Reconstruction and source are interpolated bilinearly; the error is taken per pixel (nearest), so the largest
+        error in view, by which the viewer scales its colours, is that of a pixel.
+        """
+        shape = self.video_shape
+        grid_width, grid_height = max(1, round(shape.width * detail)), max(1, round(shape.height * detail))
+        # Pixel-centre units of the grid, and the window of grid pixels (with their bilinear neighbours) in use.
+        grid_x, grid_y = xyt[:, 0] * grid_width - 0.5, xyt[:, 1] * grid_height - 0.5
+        first_column, last_column = pixels_read(grid_x, grid_width)
+        first_row, last_row = pixels_read(grid_y, grid_height)
+        rows, columns = torch.meshgrid(
+            torch.arange(first_row, last_row + 1, device=xyt.device),
+            torch.arange(first_column, last_column + 1, device=xyt.device),
+            indexing="ij",
+        )
+        points = pixel_coordinates(rows, columns, xyt[0, 2], grid_height, grid_width).reshape(-1, 3)
+        chunk = self.config.eval_num_rays_per_chunk
+        rgb = torch.cat([self.field(points[start : start + chunk]) for start in range(0, len(points), chunk)])
+        rgb = rgb.clamp(0.0, 1.0)
+        truth = self.ground_truth(points, torch.ones(len(points), dtype=torch.bool, device=points.device))
+        error = (rgb - truth).abs().mean(-1, keepdim=True)
+        window = torch.cat([rgb, truth, error], dim=-1).view(*rows.shape, 7).permute(2, 0, 1)[None]
+        # grid_sample's [-1, 1] spans the window's outer pixel edges (align_corners=False).
+        where = torch.stack(
+            [(grid_x + 0.5 - first_column) / rows.shape[1], (grid_y + 0.5 - first_row) / rows.shape[0]], dim=-1
+        ) * 2 - 1
+        where = where.view(1, 1, -1, 2)
+        smooth = F.grid_sample(window[:, :6], where, mode="bilinear", padding_mode="border", align_corners=False)
+        per_pixel = F.grid_sample(window[:, 6:], where, mode="nearest", padding_mode="border", align_corners=False)
+        smooth, per_pixel = smooth[0, :, 0].T, per_pixel[0, :, 0].T
+        return smooth[:, :3], smooth[:, 3:], per_pixel
 
     def nearest_frame(self, t: Tensor) -> Tensor:
         return torch.round(t * (self.video_shape.num_frames - 1)).long()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import threading
 
+from nerfstudio.viewer.render_state_machine import RenderStateMachine
 from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
 from nerfstudio.viewer.viewer_elements import ViewerControl
 
@@ -12,6 +14,18 @@ FILL = 0.9
 # nerfstudio's control panel (~320 px) lies over the right of the canvas: about this fraction of a
 # 1200-px-wide window. The frame, centred on the canvas, is kept clear of it.
 PANEL_FRACTION = 0.27
+# Longest side of a still render raised to the video's own resolution: the most nerfstudio's Max res slider offers.
+MAX_STILL_RENDER_SIDE = 2048
+
+
+def rendering_still_view() -> bool:
+    """Whether the caller is a viewer's render thread drawing the view that stays once the camera stops.
+
+    nerfstudio draws that view (its "high" state) at Max res over the whole canvas, of which the video plane covers
+    only part: the model raises its resolution so the plane gets every pixel of the video.
+    """
+    thread = threading.current_thread()
+    return isinstance(thread, RenderStateMachine) and thread.state == "high"
 
 
 class VideoViewerControl(ViewerControl):
@@ -22,6 +36,11 @@ class VideoViewerControl(ViewerControl):
 
     def _setup(self, viewer) -> None:
         super()._setup(viewer)
+        # Every training camera of a video has the same pose, between the viewer's camera and the plane: their
+        # frustums would cover the frame with thumbnails, and hundreds of them cost a browser without a GPU its frame
+        # rate (viser then lowers its canvas resolution). The viewer draws them after setting up its controls: none is.
+        viewer.config.max_num_display_images = 0
+        viewer.hide_images.visible = False
         self.viser_server.on_client_connect(self.face_video)
 
     def camera_distance(self, vertical_fov: float, aspect: float) -> float:

@@ -153,9 +153,10 @@ def set_training_progress(field: nn.Module, progress: float) -> None:
 
 def rate_loss(field: nn.Module) -> Optional[Tensor]:
     """lmbda x the estimated bits per pixel of the last training forward's latents (None for a field not trained
-    for rate); with a target, lmbda then moves toward it."""
+    for rate, or in evaluation: nerfstudio's evaluation losses must not move lmbda); with a target, lmbda then
+    moves toward it."""
     state = getattr(field, "rate", None)
-    if state is None:
+    if state is None or not field.training:
         return None
     bits = sum(quantiser.estimated_bits() for quantiser in quantisers(field))
     bpp = bits / state.pixels

@@ -1,5 +1,6 @@
 """The one training loop of a video field in the core: the method's field, batches of pixels drawn
-uniformly from the known ones, mean squared error, AdamW (ADAM_BETAS, ADAM_EPS) and a cosine decay of the
+uniformly from the known ones, mean squared error (plus a rate term for a field trained for rate: rate.py),
+AdamW (ADAM_BETAS, ADAM_EPS) and a cosine decay of the
 learning rate to a thousandth over the run. `nvp-bench`, `nvp-compare` and `nvp-long` train with it; the
 nerfstudio method (plugin/) takes its batch sizes, loss, optimiser and schedule from here, and a test checks
 that both give the same field after the same steps from the same seed.
@@ -45,7 +46,8 @@ class FitConfig:
     """Arithmetic of NVP's modulated SIREN (see ModulatedSirenConfig.precision); other fields ignore it."""
     cuda_graph: bool = False
     """Record one training step (sampling, forward, loss, backward, AdamW) as a CUDA graph and replay it: no
-    Python between kernels. CUDA only; not with an inpainting mask (its batches change shape)."""
+    Python between kernels. CUDA only; not with an inpainting mask (its batches change shape) nor for a field trained
+    for rate (its quantisation changes mode during the run)."""
     compile: bool = False
     """Run the field through torch.compile: all of it on a CPU or with the torch grid path (the numba kernels
     are torch operators; the step breakdown then times the compiled forward as one), else, with the Triton

@@ -1,7 +1,7 @@
 """The one training loop of a video field in the core: the method's field, batches of pixels drawn
 uniformly from the known ones, mean squared error (plus a rate term for a field trained for rate: rate.py),
-AdamW (ADAM_BETAS, ADAM_EPS) and a cosine decay of the
-learning rate to a thousandth over the run. `nvp-bench`, `nvp-compare` and `nvp-long` train with it; the
+AdamW (ADAM_BETAS, ADAM_EPS) and a cosine decay of the learning rate to a thousandth over the run.
+`nvp-bench`, `nvp-compare` and `nvp-long` train with it; the
 nerfstudio method (plugin/) takes its batch sizes, loss, optimiser and schedule from here, and a test checks
 that both give the same field after the same steps from the same seed.
 

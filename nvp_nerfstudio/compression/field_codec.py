@@ -4,9 +4,12 @@ Every GridEncoding in the field's module tree is quantised to 8 bits per (grid, 
 with a float32 [min, max] range, keeping only the entries input in [0, 1] can reach (geometry.py).
 Its 2D dense levels become one grayscale image per channel, its 3D dense levels one grayscale video
 per channel (t-slices as frames), and every other level (hashed: no spatial order) goes through
-constriction's range coder under a model fitted to its codes (latent_coder.py), or a general-purpose coder. A per-frame grid (nvp-paper) is one more 3D dense level. Everything else in the field's state (the MLPs) is stored as float16 or
-float32. The header holds the method name and the field config as trained, so the decoder rebuilds
-exactly that field, then fills it from the sections.
+constriction's range coder under a model fitted to its codes (latent_coder.py), or a general-purpose
+coder. A grid trained for rate (rate.py, nvp-c) is not requantised: each level stores its float32 steps
+and its rounded symbols, range-coded under its trained models. A per-frame grid (nvp-paper) is one more
+3D dense level. Everything else in the field's state (the MLPs) is stored as float16 or float32. The
+header holds the method name and the field config as trained, so the decoder rebuilds exactly that
+field, then fills it from the sections.
 
 Core module: no nerfstudio.
 """

@@ -143,7 +143,7 @@ def test_viewer_shows_the_frame_of_each_time(viewer_url: str) -> None:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 800})
         page.goto(viewer_url)
-        page.get_by_text("Hide Train Cams").click(timeout=60000)
+        page.get_by_text("Max res", exact=True).first.wait_for(timeout=60000)  # the control panel is up
         set_number(page, "Max res", 256)  # a render at the default 512 takes long on a CPU
         canvas = page.locator("canvas").first.bounding_box()
         # The control panel sits over the right of the canvas: keep the part left of its labels.

@@ -7,6 +7,7 @@ Needs Playwright (`pip install playwright`) and Debian's Chromium (/usr/bin/chro
 from __future__ import annotations
 
 import re
+import socket
 import time
 from io import BytesIO
 from pathlib import Path
@@ -30,6 +31,21 @@ STEADY_PIXEL_RATIO = 5  # the canvas then keeps a pixel per CSS pixel or more (s
 EDGE_INSET = 3
 
 Rectangle = Tuple[float, float, float, float]  # left, top, right, bottom in screen pixels (pixel i spans [i, i + 1))
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on, for a viewer to serve on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, poll: float = 1.0) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -24,10 +23,12 @@ from nvp_nerfstudio.plugin.runs import load_run
 from nvp_nerfstudio.rendering import render_frame
 from nvp_nerfstudio.viewer_browser import (
     drawn_as,
+    free_port,
     inner_window,
     open_viewer,
     plane_psnr,
     plane_rectangle,
+    port_open,
     render_size,
     screenshot,
     select_output,
@@ -41,18 +42,8 @@ from nvp_nerfstudio.viewer_browser import (
 SHARP_WITHIN_DB = 0.5
 
 
-def port_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def measure(page, view, rectangle, frames, field, label: str, value: float, frame: int, shots: Path) -> dict:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,10 +26,12 @@ from nvp_nerfstudio.rendering import field_frames
 from nvp_nerfstudio.viewer_browser import (
     CHROMIUM,
     drawn_as,
+    free_port,
     inner_window,
     open_viewer,
     plane_psnr,
     plane_rectangle,
+    port_open,
     render_size,
     screenshot,
     select_output,
@@ -60,18 +61,8 @@ ERROR_FLOOR = 23.0
 SHARP_WITHIN = 60.0  # seconds from a control's change to a picture that passes
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
-def port_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")

@@ -84,3 +84,19 @@ def test_no_import_cycle() -> None:
 
     cycles = [found for name in sorted(graph) if (found := cycle_from(name, []))]
     assert cycles == []
+
+
+def console_scripts() -> dict[str, str]:
+    import tomllib
+
+    return tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def test_every_command_builds_its_parser():
+    """Each command's flags parse as the installed entry point builds them (tests call `main` with a config, which
+    never builds the parser: a flag named twice broke `nvp-compare` for every user and no test saw it)."""
+    code = "import importlib, sys; module, function = sys.argv[1].split(':'); sys.argv = [sys.argv[2], '--help']; getattr(importlib.import_module(module), function)()"
+    for name, target in console_scripts().items():
+        result = subprocess.run([sys.executable, "-c", code, target, name], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"{name} --help: {result.stderr.strip().splitlines()[-1:]}"
+        assert "--" in result.stdout, f"{name} --help printed no flags"

@@ -54,8 +54,6 @@ class CompareConfig:
     """Frame interpolation: hold out frames k-1, 2k-1, ... from training and score only those (k >= 2)."""
     mask: Optional[str] = None
     """Inpainting: a mask video or frame folder (white = missing) or a generated mask (box, strokes, logo)."""
-    downscale: int = 1
-    max_frames: Optional[int] = None
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
     train_batch: Optional[int] = None
     """Pixels per step; None: 2**14 on a CPU, 2**20 on CUDA."""

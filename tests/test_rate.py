@@ -9,7 +9,7 @@ import torch
 
 from nvp_nerfstudio.compression import container
 from nvp_nerfstudio.compression.container import CompressedFileError
-from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, compress, decode, levels, quantised
+from nvp_nerfstudio.compression.field_codec import OTHERS_SECTION, CodecOptions, VideoInfo, compress, decode, levels, quantised
 from nvp_nerfstudio.data.video import FrameSelection, VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, psnr_against_time
@@ -51,6 +51,20 @@ def test_the_file_renders_exactly_what_the_trained_field_renders(field) -> None:
     lossless_mlp = decode(container.from_bytes(container.to_bytes(compress(field, INFO, CodecOptions(mlp_bits=32))), "x"), "x")[0]
     assert torch.equal(frames(lossless_mlp), frames(field))
     assert all(level.form == "latent" for level in levels(decoded) if hasattr(level, "grid"))
+
+
+def test_an_8_bit_mlp_decodes_to_what_the_codec_promises_and_takes_fewer_bytes(field) -> None:
+    eight, sixteen = CodecOptions(mlp_bits=8), CodecOptions(mlp_bits=16)
+    stored = {bits: container.from_bytes(container.to_bytes(compress(field, INFO, options)), "x") for bits, options in ((8, eight), (16, sixteen))}
+    decoded = decode(stored[8], "x")[0]
+    assert torch.equal(frames(decoded), frames(quantised(field, eight)))
+    others = {bits: next(len(s.payload) for s in file.sections if s.name == OTHERS_SECTION) for bits, file in stored.items()}
+    assert others[8] < 0.7 * others[16]
+    weights = dict(decoded.named_parameters())["mlp.modulator.0.weight"]
+    trained = dict(field.named_parameters())["mlp.modulator.0.weight"]
+    # Each row within half its scale (its largest magnitude / 127) of the trained row, and not the trained row itself.
+    assert not torch.equal(weights, trained)
+    assert bool(((weights - trained).abs() <= trained.abs().amax(dim=1, keepdim=True) / 254 * 1.0001).all())
 
 
 def test_the_rate_estimate_is_the_latents_bitstream_within_two_percent(field) -> None:
@@ -125,5 +139,5 @@ def test_nvp_rd_measures_a_rate_trained_field_once_per_mlp_width(field) -> None:
     sweep = nvp_sweep(RateDistortionConfig(load_config=()))
     assert len(sweep) > 4
     kept = run_sweep(sweep, field)
-    assert sorted(options.mlp_bits for _, options in kept) == [16, 32] and kept[0][0] == "base"
+    assert sorted(options.mlp_bits for _, options in kept) == [8, 16, 32] and kept[0][0] == "base"
     assert run_sweep(sweep, METHODS["nvp"].field.setup(shape=VideoShape(4, 16, 24))) == sweep

@@ -116,7 +116,7 @@ def test_markdown_reads_each_point_against_x265_and_the_target() -> None:
         Point("nvp", "base", 1000, 0.15, 31.0, 1.0, 0.5, 2.0, "webp 90 + ffv1 + lzma, 8-bit hashes, float16 MLP"),
         Point("nvp", "hash bits 5", 400, 0.3, 30.0, 1.0, 0.5, 2.0, "webp 90 + ffv1 + lzma, 5-bit hashes, float16 MLP"),
     ]
-    runs = [RunResult("nvp", Path("run/config.yml"), VideoShape(2, 10, 20), 31.2, 2000, points)]
+    runs = [RunResult("nvp", Path("run/config.yml"), VideoShape(2, 10, 20), 31.2, 2000, points, "nvp")]
     text = markdown("clip", runs, references, "x265 medium yuv420p", series_deltas(runs, references, "x265 medium yuv420p"))
     at = 30.0 + 3.0 * math.log(1.5) / math.log(2.0)
     assert f"| {at:.2f} | {31.0 - at:+.2f} dB |" in text
@@ -198,8 +198,8 @@ def test_bd_figures_for_every_series_in_the_report_the_csv_and_the_plot(tmp_path
     references += [Point("x264 medium yuv420p", f"crf {i}", 100, bpp, p, 0.1, 0.1) for i, (bpp, p) in enumerate(straight(41.0, [0.1, 0.2, 1.0, 3.0, 10.0]))]
     nvp = [Point("nvp", f"setting {i}", 1000, bpp, p, 1.0, 0.5, 2.0, "codecs") for i, (bpp, p) in enumerate(straight(39.0, [0.2, 0.25, 0.3, 0.4]))]
     runs = [
-        RunResult("nvp", Path("run/config.yml"), VideoShape(2, 10, 20), 36.0, 2000, nvp),
-        RunResult("nvp-paper", Path("paper/config.yml"), VideoShape(2, 10, 20), 36.0, 2000, nvp[:2]),
+        RunResult("nvp", Path("run/config.yml"), VideoShape(2, 10, 20), 36.0, 2000, nvp, "nvp"),
+        RunResult("nvp-paper", Path("paper/config.yml"), VideoShape(2, 10, 20), 36.0, 2000, nvp[:2], "nvp-paper"),
     ]
     deltas = series_deltas(runs, references, anchor)
     assert [d.series for d in deltas] == ["nvp", "nvp-paper", "x264 medium yuv420p"]  # the anchor is no series of its own
@@ -252,3 +252,23 @@ def test_command_line_error_is_the_last_line(tmp_path: Path) -> None:
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == "error: missing.yml does not exist: pass the config.yml of a trained run"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_runs_of_one_method_make_one_series_together(tmp_path: Path) -> None:
+    """Two lambdas of a rate-aware method, two points each: neither run has the 4 points BD needs, together they do."""
+    anchor = "x265 medium yuv420p"
+    references = [Point(anchor, f"crf {i}", 100, bpp, p, 0.1, 0.1) for i, (bpp, p) in enumerate(straight(40.0, [0.01, 0.03, 0.1, 0.3, 1.0]))]
+    curve = straight(39.0, [0.02, 0.04, 0.08, 0.16])
+    points = [Point("nvp-c", f"setting {i}", 1000, bpp, p, 1.0, 0.5, 2.0, "codecs") for i, (bpp, p) in enumerate(curve)]
+    runs = [
+        RunResult("nvp-c (low)", Path("low/config.yml"), VideoShape(2, 10, 20), 36.0, 2000, points[:2], "nvp-c"),
+        RunResult("nvp-c (high)", Path("high/config.yml"), VideoShape(2, 10, 20), 38.0, 2000, points[2:], "nvp-c"),
+        RunResult("nvp", Path("nvp/config.yml"), VideoShape(2, 10, 20), 38.0, 2000, points[:1], "nvp"),
+    ]
+    deltas = {d.series: d for d in series_deltas(runs, references, anchor)}
+    assert set(deltas) == {"nvp-c (low)", "nvp-c (high)", "nvp", "nvp-c, 2 runs"}
+    assert deltas["nvp-c (low)"].psnr.value is None
+    assert deltas["nvp-c, 2 runs"].points == 4
+    assert deltas["nvp-c, 2 runs"].psnr.value == pytest.approx(-1.0, abs=1e-3)
+    plot(tmp_path / "rd.png", "clip", runs, references, anchor, list(deltas.values()))
+    assert (tmp_path / "rd.png").stat().st_size > 0

@@ -25,6 +25,7 @@ from typing import Any, Iterator, Literal, Optional
 import numpy as np
 import psutil
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from nvp_nerfstudio.compression import container, entropy, latent_coder
@@ -45,6 +46,7 @@ from nvp_nerfstudio.methods import METHODS
 RANGES_SECTION = "quantisation ranges"
 OTHERS_SECTION = "other tensors"
 FLOAT_TYPES = {16: torch.float16, 32: torch.float32}
+MLP_BITS = (8, 16, 32)
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,9 @@ class CodecOptions:
     6 bits, 2.7 % at 8 (NVP's channels are correlated; lzma sees it only byte by byte)."""
     hash_bits: int = 6
     """Bits per value of the entropy-coded (hashed) levels (the paper's latents: 8); fewer trade quality for size."""
-    mlp_bits: Literal[16, 32] = 16
-    """Float width of everything that is not a grid (the MLPs)."""
+    mlp_bits: Literal[8, 16, 32] = 16
+    """Width of everything that is not a grid (the MLPs): 16 or 32, floats; 8, each weight matrix as 8-bit integers
+    with a float32 scale per row (vectors stay float16)."""
 
     def resolved(self) -> "CodecOptions":
         """The same options with the codecs' defaults filled in, as the header records them; ValueError when out of range."""
@@ -236,7 +239,34 @@ def quantised_levels(field: VideoField, options: CodecOptions) -> Iterator[tuple
 
 
 def stored_dtype(value: Tensor, mlp_bits: int) -> torch.dtype:
-    return FLOAT_TYPES[mlp_bits] if value.is_floating_point() else value.dtype
+    """How the file stores a tensor of the other tensors: int8 for a float matrix at 8 bits (plus row scales)."""
+    if not value.is_floating_point():
+        return value.dtype
+    if mlp_bits == 8:
+        return torch.int8 if value.dim() >= 2 else torch.float16
+    return FLOAT_TYPES[mlp_bits]
+
+
+def row_scales(value: Tensor) -> Float[Tensor, "rows"]:
+    """float32 scale per row of a matrix stored as 8-bit integers: its largest magnitude maps to 127."""
+    return (value.detach().float().reshape(len(value), -1).abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.float32).tiny)
+
+
+def as_stored(value: Tensor, mlp_bits: int) -> Tensor:
+    """The tensor as the decoder gets it back (in its own dtype)."""
+    dtype = stored_dtype(value, mlp_bits)
+    if dtype != torch.int8 or not value.is_floating_point():
+        return value.to(dtype).to(value.dtype)
+    scales = row_scales(value)
+    codes = torch.round(value.detach().float().reshape(len(value), -1) / scales[:, None])
+    return (codes * scales[:, None]).reshape(value.shape).to(value.dtype)
+
+
+def stored_size(value: Tensor, mlp_bits: int) -> int:
+    """Bytes of the tensor in the section before the entropy coder: values, then an 8-bit matrix's row scales."""
+    dtype = stored_dtype(value, mlp_bits)
+    scales = len(value) * 4 if dtype == torch.int8 and value.is_floating_point() else 0
+    return value.numel() * dtype.itemsize + scales
 
 
 def quantised(field: VideoField, options: CodecOptions = CodecOptions()) -> VideoField:
@@ -249,7 +279,7 @@ def quantised(field: VideoField, options: CodecOptions = CodecOptions()) -> Vide
         for level in (level for level in levels(field) if level.form == "latent"):
             copies[level.name].write(torch.from_numpy(level.symbols()).float() * level.steps())
         bake(copied)
-        state = {key: value.to(stored_dtype(value, options.mlp_bits)).to(value.dtype) for key, value in other_tensors(copied)}
+        state = {key: as_stored(value, options.mlp_bits) for key, value in other_tensors(copied)}
         copied.load_state_dict(state, strict=False)
     return copied
 
@@ -337,7 +367,7 @@ def compress(field: VideoField, info: VideoInfo, options: CodecOptions = CodecOp
         sections.append(Section(level.name, level.kind(options), payload))
     others = other_tensors(field)
     packed = entropy.encode(_pack_tensors(others, options.mlp_bits), options.hash_coder)
-    sections.append(Section(OTHERS_SECTION, f"float{options.mlp_bits}:{options.hash_coder}", packed))
+    sections.append(Section(OTHERS_SECTION, f"{others_kind(options.mlp_bits)}:{options.hash_coder}", packed))
     meta = {
         "method": info.method,
         "field": config_to_dict(field.config),
@@ -353,15 +383,32 @@ def compress(field: VideoField, info: VideoInfo, options: CodecOptions = CodecOp
     return Container(meta, sections)
 
 
-def _pack_tensors(tensors: list[tuple[str, Tensor]], bits: int) -> bytes:
-    """Each tensor's bytes as byte planes (all first bytes, then all second bytes, ...): the planes
+def others_kind(bits: int) -> str:
+    return "int8" if bits == 8 else f"float{bits}"
+
+
+def _byte_planes(values: Tensor) -> bytes:
+    """A tensor's bytes as byte planes (all first bytes, then all second bytes, ...): the planes
     of float exponents are far more predictable than interleaved floats (float16 MLP: -14 % by lzma)."""
-    planes = []
+    return values.reshape(-1).view(torch.uint8).reshape(-1, values.element_size()).T.contiguous().numpy().tobytes()
+
+
+def _from_byte_planes(data: Tensor, dtype: torch.dtype, count: int) -> Tensor:
+    return data.reshape(dtype.itemsize, count).T.contiguous().reshape(-1).view(dtype)
+
+
+def _pack_tensors(tensors: list[tuple[str, Tensor]], bits: int) -> bytes:
+    parts = []
     for _, value in tensors:
+        value = value.detach().cpu()
         dtype = stored_dtype(value, bits)
-        stored = value.detach().cpu().to(dtype).reshape(-1).view(torch.uint8).reshape(-1, dtype.itemsize)
-        planes.append(stored.T.contiguous().numpy().tobytes())
-    return b"".join(planes)
+        if dtype == torch.int8 and value.is_floating_point():
+            scales = row_scales(value)
+            codes = torch.round(value.float().reshape(len(value), -1) / scales[:, None]).to(torch.int8)
+            parts += [_byte_planes(codes), _byte_planes(scales)]
+        else:
+            parts.append(_byte_planes(value.to(dtype)))
+    return b"".join(parts)
 
 
 # ---------------------------------------------------------------- decoding
@@ -431,7 +478,7 @@ def _parse_meta(meta: dict, source: str) -> tuple[VideoFieldConfig, VideoShape, 
         if not isinstance(video["fps"], (int, float)) or not isinstance(selection, dict) or not isinstance(codecs, dict):
             raise ValueError("its video description is malformed")
         info = VideoInfo(method, float(video["fps"]), FrameSelection(**selection))
-        if codecs.get("mlp_bits") not in FLOAT_TYPES or not isinstance(meta["tensors"], int):
+        if codecs.get("mlp_bits") not in MLP_BITS or not isinstance(meta["tensors"], int):
             raise ValueError("its tensor description is malformed")
         hash_bits = meta["quantisation"]["hash_bits"]
         if hash_bits not in range(1, 9):
@@ -512,17 +559,21 @@ def _load_tensors(field: VideoField, section: Section, meta: dict, source: str) 
     bits, coder = meta["codecs"]["mlp_bits"], section.kind.partition(":")[2]
     if tensor_schema(others) != meta["tensors"]:
         raise corrupt(source, "its other tensors were written for another layout of this field (another nvp-nerfstudio version?)")
-    dtypes = [stored_dtype(value, bits) for _, value in others]
-    sizes = [value.numel() * dtype.itemsize for (_, value), dtype in zip(others, dtypes)]
-    if section.kind != f"float{bits}:{coder}" or coder not in entropy.ENTROPY_CODERS:
-        raise corrupt(source, f"section {section.name!r} has kind {section.kind!r} where float{bits} was expected")
+    if section.kind != f"{others_kind(bits)}:{coder}" or coder not in entropy.ENTROPY_CODERS:
+        raise corrupt(source, f"section {section.name!r} has kind {section.kind!r} where {others_kind(bits)} was expected")
     try:
-        data = entropy.decode(section.payload, coder, sum(sizes))
+        data = entropy.decode(section.payload, coder, sum(stored_size(value, bits) for _, value in others))
     except CodecError as err:
         raise corrupt(source, f"section {section.name!r} {err}") from None
     buffer, position, state = torch.from_numpy(np.frombuffer(bytearray(data), dtype=np.uint8)), 0, {}
-    for (key, value), dtype, size in zip(others, dtypes, sizes):
-        planes = buffer[position : position + size].reshape(dtype.itemsize, value.numel())
-        state[key] = planes.T.contiguous().reshape(-1).view(dtype).reshape(value.shape).to(value.dtype)
+    for key, value in others:
+        dtype, size = stored_dtype(value, bits), stored_size(value, bits)
+        part = buffer[position : position + size]
+        if dtype == torch.int8 and value.is_floating_point():
+            codes = _from_byte_planes(part[: value.numel()], torch.int8, value.numel()).reshape(len(value), -1)
+            scales = _from_byte_planes(part[value.numel() :], torch.float32, len(value))
+            state[key] = (codes.float() * scales[:, None]).reshape(value.shape).to(value.dtype)
+        else:
+            state[key] = _from_byte_planes(part, dtype, value.numel()).reshape(value.shape).to(value.dtype)
         position += size
     field.load_state_dict(state, strict=False)

@@ -77,6 +77,8 @@ class RateDistortionConfig:
     """Qualities of the base image codec (NVP's keyframes)."""
     hash_bits: Tuple[int, ...] = (8, 5, 4)
     """Bits per value of the hashed levels."""
+    mlp_bits: Tuple[Literal[8, 16, 32], ...] = (8,)
+    """Widths of the MLP besides the base's (8: integer weights with a scale per row)."""
     paper_codecs: bool = True
     """Add a point with the paper's codecs: JPEG 95 keyframes, x265 at crf 21 for the 3D grid's dense levels."""
     lossless: bool = True
@@ -164,6 +166,8 @@ class RunResult:
     uncompressed_psnr: float
     raw_bytes: int
     points: list[Point]
+    method: str
+    """The run's method: runs of one method (e.g. nvp-c at several lambdas) also make one series together."""
 
 
 # ---------------------------------------------------------------- measuring
@@ -184,7 +188,8 @@ def describe(options: CodecOptions) -> str:
     image = "png" if options.image_codec == "png" else f"{options.image_codec} {options.image_quality}"
     video = "ffv1" if options.video_codec == "ffv1" else f"{options.video_codec} crf {options.video_crf}"
     hashes = "range" if options.latent_coder == "range" else options.hash_coder
-    return f"{image} + {video} + {hashes}, {options.hash_bits}-bit hashes, float{options.mlp_bits} MLP"
+    mlp = "int8" if options.mlp_bits == 8 else f"float{options.mlp_bits}"
+    return f"{image} + {video} + {hashes}, {options.hash_bits}-bit hashes, {mlp} MLP"
 
 
 def nvp_point(
@@ -316,6 +321,7 @@ def series_deltas(runs: list[RunResult], references: list[Point], anchor: Option
     """BD-rate and BD-PSNR against the anchor of every run and every reference series but the anchor."""
     anchor_curve = [(p.bpp, p.psnr) for p in references if p.series == anchor]
     series = {run.label: [(p.bpp, p.psnr) for p in run.points] for run in runs}
+    series.update(joined_series(runs))
     for p in references:
         if p.series != anchor:
             series.setdefault(p.series, []).append((p.bpp, p.psnr))
@@ -327,6 +333,17 @@ def series_deltas(runs: list[RunResult], references: list[Point], anchor: Option
     return deltas
 
 
+def joined_series(runs: list[RunResult]) -> dict[str, list[tuple[float, float]]]:
+    """The points of every method's runs together, for each method with two or more runs: a rate-aware method
+    reaches its rates by lambda, one run a rate, so its curve is the front across its runs."""
+    methods = [run.method for run in runs]
+    return {
+        f"{method}, {methods.count(method)} runs": [(p.bpp, p.psnr) for run in runs if run.method == method for p in run.points]
+        for method in dict.fromkeys(methods)
+        if methods.count(method) > 1
+    }
+
+
 # ---------------------------------------------------------------- the sweep and its checks
 
 
@@ -336,6 +353,7 @@ def nvp_sweep(config: RateDistortionConfig) -> list[tuple[str, CodecOptions]]:
     sweep = [("base", base)]
     sweep += [(f"{base.image_codec} {quality}", replace(base, image_quality=quality)) for quality in config.image_qualities]
     sweep += [(f"hash bits {bits}", replace(base, hash_bits=bits)) for bits in config.hash_bits]
+    sweep += [(f"{bits}-bit MLP", replace(base, mlp_bits=bits)) for bits in config.mlp_bits]
     if config.paper_codecs:
         sweep.append(("paper's codecs", replace(base, image_codec="jpeg", image_quality=95, video_codec="x265", video_crf=21)))
     if config.lossless:
@@ -579,6 +597,8 @@ def plot(path: Path, title: str, runs: list[RunResult], references: list[Point],
             axis.annotate(p.setting, (p.bpp, p.psnr), textcoords="offset points", xytext=(2, -4), fontsize=6, rotation=-40,
                           rotation_mode="anchor", color=line.get_color())
         axis.axhline(run.uncompressed_psnr, linestyle=":", color=line.get_color(), label=f"{run.label} uncompressed")
+    for name, points in joined_series(runs).items():
+        axis.plot(*zip(*rate_distortion_front(points)), color="black", linewidth=1.5, label=f"{name}, front (.nvp): {bd[name]}")
     axis.set_xscale("log")
     axis.set(xlabel="bits per pixel (log)", ylabel="PSNR (dB)", title=title)
     axis.grid(alpha=0.3, which="both")
@@ -634,7 +654,7 @@ def main(config: RateDistortionConfig) -> tuple[list[RunResult], list[Point]]:
                 except ValueError as err:  # compress(): a field that is not its method's
                     raise SystemExit(f"error: {path}: {err}") from None
                 progress.advance(task)
-            runs.append(RunResult(label, path, run_field.shape, uncompressed, raw_8bit_bytes(run_field), points))
+            runs.append(RunResult(label, path, run_field.shape, uncompressed, raw_8bit_bytes(run_field), points, run_info.method))
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
     anchor = anchor_series(jobs)

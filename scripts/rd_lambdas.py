@@ -1,0 +1,89 @@
+"""Rate-distortion of rate-aware NVP (`nvp-c`) at several lambdas on one clip, against x265-medium yuv420p on the
+same frames: each lambda trained with the core loop (the loop `ns-train nvp-c` runs) for a fixed number of steps,
+compressed, decoded from its bytes, every frame rendered as uint8 and scored; the report is nvp-rd's (rd.md,
+rd.csv, rd_bd.csv, rd.png), the lambdas joined into one series for the BD figures.
+
+    python scripts/rd_lambdas.py --data sample:bikes --downscale 2 --steps 2000 --lambdas 0.003 0.01 0.03 0.1 \
+        --crfs 22 26 30 34 38 42 --output-dir rd-nvp-c
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from nvp_nerfstudio import methods
+from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, raw_8bit_bytes
+from nvp_nerfstudio.data.video import VideoSource
+from nvp_nerfstudio.fields.base import VideoShape
+from nvp_nerfstudio.fit import FitConfig, psnr_against_time
+from nvp_nerfstudio.rate import RateConfig
+from nvp_nerfstudio.scripts.rate_distortion import (
+    ReferenceJob,
+    RunResult,
+    anchor_series,
+    markdown,
+    mean_psnr,
+    nvp_point,
+    plot,
+    reference_point,
+    render_video,
+    series_deltas,
+    write_bd_csv,
+    write_csv,
+)
+
+CHUNK = 1 << 16
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="sample:bikes")
+    parser.add_argument("--downscale", type=int, default=1)
+    parser.add_argument("--max-frames", type=int)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--lambdas", type=float, nargs="+", default=[0.003, 0.01, 0.03, 0.1])
+    parser.add_argument("--mlp-bits", type=int, nargs="+", default=[16, 8], help="the MLP widths each lambda's file is measured at")
+    parser.add_argument("--crfs", type=int, nargs="+", default=[22, 26, 30, 34, 38, 42], help="x265 crfs")
+    parser.add_argument("--output-dir", type=Path, default=Path("rd-nvp-c"))
+    args = parser.parse_args()
+
+    source = VideoSource(args.data, downscale=args.downscale, max_frames=args.max_frames)
+    video = source.load()
+    shape = VideoShape(video.num_frames, video.height, video.width)
+    info = VideoInfo("nvp-c", video.fps, source.selection)
+    runs = []
+    for lmbda in args.lambdas:
+        methods.METHODS["nvp-c"] = replace(methods.METHODS["nvp-c"], field=replace(methods.NVP_C, rate=RateConfig(lmbda=lmbda)))
+        start = time.perf_counter()
+        _, field = psnr_against_time(FitConfig(method="nvp-c", device="cpu", steps=args.steps, eval_every=float("inf"), eval_frames=0), video, shape)
+        field.eval()
+        label = f"nvp-c lambda {lmbda:g} ({args.steps} steps, {time.perf_counter() - start:.0f} s)"
+        points = [nvp_point(label, f"{bits}-bit MLP", field, info, CodecOptions(mlp_bits=bits), video.frames, CHUNK) for bits in args.mlp_bits]
+        uncompressed = mean_psnr(render_video(field, CHUNK), video.frames)
+        runs.append(RunResult(label, Path("-"), shape, uncompressed, raw_8bit_bytes(field), points, "nvp-c"))
+        print(label, *(f"{p.setting}: {p.bpp:.4f} bpp {p.psnr:.2f} dB" for p in points), flush=True)
+    jobs = [ReferenceJob("x265", "yuv420p", crf, "medium") for crf in args.crfs]
+    with tempfile.TemporaryDirectory() as scratch:
+        frames_path = Path(scratch) / "frames.npy"
+        np.save(frames_path, video.frames.numpy())
+        references = [reference_point(job, frames_path, video.frames, 600) for job in jobs]
+    anchor = anchor_series(jobs)
+    deltas = series_deltas(runs, references, anchor)
+    out = args.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(video.clip_name, runs, references, anchor, deltas)
+    (out / "rd.md").write_text(text)
+    write_csv(out / "rd.csv", runs, references)
+    write_bd_csv(out / "rd_bd.csv", anchor, deltas)
+    plot(out / "rd.png", f"{video.clip_name}: nvp-c against x265", runs, references, anchor, deltas)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

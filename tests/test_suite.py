@@ -1,0 +1,76 @@
+"""nvp-suite on two real clips: every method on every clip, each clip's table row, the comparison with the baseline."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nvp_nerfstudio.data.video import VideoSource, load_video
+from nvp_nerfstudio.fields.base import VideoShape
+from nvp_nerfstudio.fit import FitConfig, psnr_against_time
+from nvp_nerfstudio.scripts.suite import SuiteConfig, main
+
+SUITE = """
+[[clips]]
+name = "carphone"
+data = "sample:carphone"
+downscale = 4
+max_frames = 3
+
+[[clips]]
+name = "bikes"
+data = "sample:bikes"
+downscale = 8
+max_frames = 4
+"""
+
+
+def suite_config(tmp_path: Path, text: str = SUITE, **overrides) -> SuiteConfig:
+    (tmp_path / "suite.toml").write_text(text)
+    settings = dict(suite=tmp_path / "suite.toml", clips_dir=tmp_path, methods=("nvp", "ngp-video"), steps=6, train_batch=512,
+                    eval_every=float("inf"), device="cpu", output_dir=tmp_path / "out")
+    return SuiteConfig(**{**settings, **overrides})
+
+
+def test_every_method_trains_on_every_clip_and_is_compared_with_the_baseline(tmp_path: Path) -> None:
+    results = main(suite_config(tmp_path))
+    assert list(results) == ["carphone", "bikes"] and all(list(runs) == ["nvp", "ngp-video"] for runs in results.values())
+    # The suite's figure is the training loop's own: the same run alone scores the same over every frame.
+    video = load_video("sample:bikes", VideoSource("sample:bikes", 8, 4).selection)
+    alone, _ = psnr_against_time(FitConfig(method="ngp-video", steps=6, train_batch=512, eval_every=float("inf"), device="cpu"), video,
+                                 VideoShape(video.num_frames, video.height, video.width))
+    assert results["bikes"]["ngp-video"]["psnr"] == pytest.approx(alone[-1]["psnr"], abs=1e-9)
+    assert alone[-1]["frames"] == 4
+    text = (tmp_path / "out" / "suite.md").read_text()
+    assert f"| bikes ({video.width}x{video.height}, 4 frames) |" in text
+    diffs = [runs["nvp"]["psnr"] - runs["ngp-video"]["psnr"] for runs in results.values()]
+    assert f"| nvp | {statistics.median(diffs):+.2f} dB | {min(diffs):+.2f} dB | {max(diffs):+.2f} dB |" in text
+    saved = json.loads((tmp_path / "out" / "suite.json").read_text())
+    assert saved["results"]["carphone"]["nvp"]["steps"] == 6
+    assert {p.name for p in (tmp_path / "out").glob("psnr_vs_time_*.png")} == {"psnr_vs_time_carphone.png", "psnr_vs_time_bikes.png"}
+
+
+@pytest.mark.parametrize(
+    "text,flags,message",
+    [
+        ('[[clips]]\nname = "gone"\ndata = "gone.mp4"\n', [], "gone.mp4 does not exist: fetch the suite's clips with scripts/get_suite_clips.sh"),
+        ("[[clips]\n", [], "is not a suite"),
+        ('[[clips]]\nname = "x"\n', [], "each [[clips]] entry has name, data"),
+        (SUITE, ["--baseline", "kplanes-video"], "--baseline kplanes-video is not among --methods"),
+        (SUITE, ["--methods", "nvp", "no-such"], "unknown method(s) no-such"),
+    ],
+)
+def test_a_bad_suite_or_flag_is_one_error_line_before_any_training(tmp_path: Path, text: str, flags: list[str], message: str) -> None:
+    (tmp_path / "suite.toml").write_text(text)
+    command = [sys.executable, "-m", "nvp_nerfstudio.scripts.suite", "--suite", str(tmp_path / "suite.toml"), "--clips-dir", str(tmp_path),
+               "--output-dir", str(tmp_path / "out"), *flags]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error:") and message in lines[-1] and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -50,6 +50,46 @@ class RateConfig:
     """Bits per value the file stores the other tensors (the MLP) at: counted in the size rate control steers."""
 
 
+class SimulatedQuantisation(torch.autograd.Function):
+    """table -> each level's entries quantised under its steps [levels, features], in one pass a level each way.
+
+    `noise` given: table + noise x step (uniform noise in symbols, the rate's stand-in for rounding); else
+    round(table / step) x step with the identity's gradient. Either way the table gets the distortion's gradient
+    as it is, and each step the gradient's sum against (noise, or the rounding error in symbols): d/ds of
+    s x (table / s + noise) and of s x round(table / s), the noise and the rounding held fixed. Written out
+    because autograd's version of the same formula made several passes over the whole table per step and
+    per level."""
+
+    @staticmethod
+    def forward(ctx, table: Tensor, steps: Tensor, sizes: tuple[int, ...], noise: Optional[Tensor]) -> Tensor:
+        out = torch.empty_like(table)
+        offsets = None if noise is not None else torch.empty_like(table)
+        start = 0
+        for level, size in enumerate(sizes):
+            rows, step = slice(start, start + size), steps[level]
+            if noise is not None:
+                torch.addcmul(table[rows], noise[rows], step, out=out[rows])
+            else:
+                scaled = table[rows] / step
+                symbols = torch.round(scaled)
+                torch.sub(symbols, scaled, out=offsets[rows])
+                torch.mul(symbols, step, out=out[rows])
+            start += size
+        ctx.sizes = sizes
+        ctx.save_for_backward(noise if noise is not None else offsets)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None, None]:
+        (offsets,) = ctx.saved_tensors
+        grad_steps, start = [], 0
+        for size in ctx.sizes:
+            rows = slice(start, start + size)
+            grad_steps.append(torch.linalg.vecdot(grad[rows].T, offsets[rows].T))
+            start += size
+        return grad, torch.stack(grad_steps), None, None
+
+
 class LatentQuantiser(nn.Module):
     """The table a rate-aware grid's backends read: each level quantised under its own step and entropy model."""
 
@@ -61,38 +101,37 @@ class LatentQuantiser(nn.Module):
         self.baked = False
         """Set on a decoded field: its table already holds symbols x step, as the file stores them."""
         self.last: Optional[tuple[Tensor, Tensor, Optional[Tensor]]] = None
-        """(table, per-entry steps, noise) of the last training forward, for its rate estimate."""
+        """(table, steps, noise) of the last training forward, for its rate estimate."""
 
     def forward(self, table: Float[Tensor, "entries features"]) -> Float[Tensor, "entries features"]:
         if self.baked:
             return table
-        steps = self.entry_steps()
+        steps = self.steps()
+        sizes = tuple(self.layout.level_sizes)
         if not self.training:
-            return torch.round(table / steps) * steps
-        noise = torch.rand_like(table) - 0.5 if self.mode == "noise" else None
+            with torch.no_grad():
+                return torch.cat([torch.round(level / step) * step for level, step in zip(table.split(sizes), steps)])
+        noise = torch.rand_like(table).sub_(0.5) if self.mode == "noise" else None
         self.last = (table, steps, noise)
-        if noise is not None:
-            return torch.addcmul(table, noise, steps)  # (table / step + noise) x step
-        # Rounded with the identity's gradient: the latents get the distortion's gradient as it is, the step the
-        # rounding error's (d/ds of s x round(x / s), the rounding held fixed).
-        return steps * rounded_straight_through(table / steps)
+        return SimulatedQuantisation.apply(table, steps, sizes, noise)
 
     def estimated_bits(self) -> Tensor:
-        """Bits of the last training forward's symbols under the entropy models, from about RATE_SAMPLE entries."""
+        """Bits of the last training forward's symbols under the entropy models, from about RATE_SAMPLE entries:
+        each level's share drawn uniformly from it and gathered in one indexing (whose gradient is one table)."""
         table, steps, noise = self.last
-        total = table.new_zeros(())
-        for level, (offset, size) in enumerate(zip(self.layout.offsets, self.layout.level_sizes)):
+        picks, counts = [], []
+        for offset, size in zip(self.layout.offsets, self.layout.level_sizes):
             count = min(size, max(1, RATE_SAMPLE * size // len(table)))
-            rows = offset + (torch.randint(size, (count,), device=table.device) if count < size else torch.arange(size, device=table.device))
-            scaled = table[rows] / steps[rows]
-            symbols = scaled + noise[rows] if noise is not None else rounded_straight_through(scaled)
-            total = total + self.model.bits(symbols, level) * (size / count)
+            picks.append(offset + (torch.randint(size, (count,), device=table.device) if count < size else torch.arange(size, device=table.device)))
+            counts.append(count)
+        rows = torch.cat(picks)
+        levels = torch.repeat_interleave(torch.arange(len(counts), device=table.device), torch.tensor(counts, device=table.device))
+        scaled = table[rows] / steps[levels]
+        symbols = scaled + noise[rows] if noise is not None else rounded_straight_through(scaled)
+        total = table.new_zeros(())
+        for level, (part, size, count) in enumerate(zip(symbols.split(counts), self.layout.level_sizes, counts)):
+            total = total + self.model.bits(part, level) * (size / count)
         return total
-
-    def entry_steps(self) -> Float[Tensor, "entries features"]:
-        """Each entry's step (its level's), as a table: expanded views, so the backward is a sum per level."""
-        steps = self.steps()
-        return torch.cat([steps[level].expand(size, -1) for level, size in enumerate(self.layout.level_sizes)])
 
     def steps(self) -> Float[Tensor, "levels features"]:
         """Every level's step, computed in one place: evaluation and the file use these very float32 values."""

@@ -14,7 +14,7 @@ from nvp_nerfstudio.data.video import FrameSelection, VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, psnr_against_time
 from nvp_nerfstudio.methods import METHODS, NVP_C
-from nvp_nerfstudio.rate import RateConfig, quantisers, rate_loss, set_training_progress
+from nvp_nerfstudio.rate import RateConfig, SimulatedQuantisation, quantisers, rate_loss, set_training_progress
 from nvp_nerfstudio.rendering import field_frames
 
 SOURCE = VideoSource("sample:carphone", downscale=2, max_frames=8)
@@ -115,6 +115,28 @@ def test_training_switches_from_noise_to_rounding_and_rate_reaches_latents_and_s
     table, steps = field.positional.table, field.positional.quantiser.steps()
     level_rows = field.positional.layout.level_sizes[0]
     assert torch.equal(table[:level_rows] / steps[0], torch.round(table[:level_rows] / steps[0]))
+
+
+@pytest.mark.parametrize("with_noise", [True, False])
+def test_simulated_quantisation_has_the_gradients_of_its_formula(with_noise: bool) -> None:
+    """The written-out forward and backward against autograd through the formula itself (float64, three levels)."""
+    torch.manual_seed(0)
+    sizes = (5, 7, 3)
+    table = (torch.randn(sum(sizes), 2, dtype=torch.float64) * 0.1).requires_grad_()
+    steps = torch.tensor([[0.01, 0.02], [0.03, 0.005], [0.07, 0.011]], dtype=torch.float64, requires_grad=True)
+    noise = torch.rand(sum(sizes), 2, dtype=torch.float64) - 0.5 if with_noise else None
+    weights = torch.randn(sum(sizes), 2, dtype=torch.float64)
+    entry_steps = torch.cat([step.expand(size, -1) for step, size in zip(steps, sizes)])
+    if with_noise:
+        expected = table + noise * entry_steps
+    else:
+        scaled = table / entry_steps
+        expected = entry_steps * (scaled + (torch.round(scaled) - scaled).detach())
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (table, steps))
+    actual = SimulatedQuantisation.apply(table, steps, sizes, noise)
+    assert torch.allclose(actual, expected, rtol=0, atol=1e-15)
+    for got, want in zip(torch.autograd.grad((actual * weights).sum(), (table, steps)), expected_grads):
+        assert torch.allclose(got, want, rtol=1e-12, atol=1e-15)
 
 
 def test_rate_control_moves_lambda_toward_the_target() -> None:

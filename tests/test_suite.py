@@ -38,6 +38,7 @@ def suite_config(tmp_path: Path, text: str = SUITE, **overrides) -> SuiteConfig:
 
 
 def test_every_method_trains_on_every_clip_and_is_compared_with_the_baseline(tmp_path: Path) -> None:
+    assert list(main(suite_config(tmp_path, only=("bikes",), output_dir=tmp_path / "half"))) == ["bikes"]
     results = main(suite_config(tmp_path))
     assert list(results) == ["carphone", "bikes"] and all(list(runs) == ["nvp", "ngp-video"] for runs in results.values())
     # The suite's figure is the training loop's own: the same run alone scores the same over every frame.
@@ -63,6 +64,7 @@ def test_every_method_trains_on_every_clip_and_is_compared_with_the_baseline(tmp
         ('[[clips]]\nname = "x"\n', [], "each [[clips]] entry has name, data"),
         (SUITE, ["--baseline", "kplanes-video"], "--baseline kplanes-video is not among --methods"),
         (SUITE, ["--methods", "nvp", "no-such"], "unknown method(s) no-such"),
+        (SUITE, ["--only", "bikes", "city"], "--only city: not in"),
     ],
 )
 def test_a_bad_suite_or_flag_is_one_error_line_before_any_training(tmp_path: Path, text: str, flags: list[str], message: str) -> None:

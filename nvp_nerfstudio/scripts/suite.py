@@ -36,6 +36,8 @@ class SuiteConfig(FitConfig):
     """TOML file of the clips: [[clips]] with name, data (sample:NAME or a path relative to clips_dir), downscale, max_frames."""
     clips_dir: Path = Path("clips")
     """Folder the suite's clip paths are relative to (scripts/get_suite_clips.sh fills it)."""
+    only: Tuple[str, ...] = ()
+    """Names of the suite's clips to run (e.g. half the suite on each of two cores); empty: every clip."""
     methods: Tuple[str, ...] = ("nvp-fast", "nvp", "ngp-video")
     """Methods of nvp_nerfstudio/methods.py, each trained on every clip."""
     baseline: str = "ngp-video"
@@ -124,6 +126,10 @@ def main(config: SuiteConfig) -> dict[str, dict[str, dict]]:
     if config.baseline not in config.methods:
         raise SystemExit(f"error: --baseline {config.baseline} is not among --methods {' '.join(config.methods)}")
     clips = read_suite(config.suite, config.clips_dir)
+    unknown = sorted(set(config.only) - {clip.name for clip in clips})
+    if unknown:
+        raise SystemExit(f"error: --only {' '.join(unknown)}: not in {config.suite} (it has {', '.join(clip.name for clip in clips)})")
+    clips = [clip for clip in clips if not config.only or clip.name in config.only]
     if config.output_dir.exists() and not config.output_dir.is_dir():
         raise SystemExit(f"error: {config.output_dir} is a file: --output-dir needs a folder")
     config.output_dir.mkdir(parents=True, exist_ok=True)

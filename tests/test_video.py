@@ -112,3 +112,22 @@ def test_frame_folder_reads_every_image_format_pillow_decodes(tmp_path: Path, ra
     video = load_video(tmp_path)
     assert torch.equal(video.frames[:-1], torch.from_numpy(random_frames))
     assert torch.equal(video.frames[-1], torch.from_numpy(random_frames[0, ..., :1]).expand(-1, -1, 3))
+
+
+def test_a_container_that_under_declares_its_frames_still_loads_them_all(tmp_path: Path) -> None:
+    """WebM declares no frame count (64 is assumed): 100 frames must all come back, in order."""
+    import av
+
+    path = tmp_path / "long.webm"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libvpx", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 32, 16, "yuv420p"
+        for level in range(100):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.full((16, 32, 3), level * 2 + 20, np.uint8), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    video = load_video(path)
+    assert video.num_frames == 100
+    means = video.frames.float().mean(dim=(1, 2, 3))
+    assert torch.all(means[1:] > means[:-1])  # every frame in its place, none left as uninitialised memory

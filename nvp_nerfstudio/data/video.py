@@ -192,15 +192,20 @@ def open_frames(data: str | Path, selection: FrameSelection = FrameSelection()) 
 
 def load_video(data: str | Path, selection: FrameSelection = FrameSelection()) -> VideoFrames:
     """Decode the selected frames of a video file or frame folder into one uint8 (T, H, W, 3) tensor."""
-    stream = open_frames(data, selection)
-    # Allocate once for the frames we expect; grow in place only if the container under-reports.
+    return collect_frames(open_frames(data, selection))
+
+
+def collect_frames(stream: FrameStream) -> VideoFrames:
+    """Every frame of the stream in one tensor, allocated once for the frames the container declares and
+    doubled whenever it under-declares (WebM and Matroska files often do)."""
     capacity = max(1, stream.expected_frames)
     frames = torch.empty((capacity, stream.height, stream.width, 3), dtype=torch.uint8)
     kept: list[int] = []
     for index, rgb in stream.frames:
         if len(kept) == capacity:
             capacity *= 2
-            frames.resize_((capacity, stream.height, stream.width, 3))
+            # A copy, not resize_: the frames' numpy views below pin the old storage's size.
+            frames = torch.cat([frames, torch.empty_like(frames)])
         frames[len(kept)].numpy()[...] = rgb
         kept.append(index)
     if not kept:

@@ -46,8 +46,9 @@ class RateConfig:
     """Fraction of the run after which quantisation is rounding (straight through) instead of uniform noise."""
     init_step: float = 2.0**-7
     """Initial quantisation step of every level and channel (learned from there)."""
-    mlp_bits: int = 16
-    """Bits per value the file stores the other tensors (the MLP) at: counted in the size rate control steers."""
+    mlp_bits: int = 8
+    """Bits per value the file stores the other tensors (the MLP) at (nvp-compress's default for a field trained
+    for rate): counted in the size rate control steers."""
 
 
 class SimulatedQuantisation(torch.autograd.Function):

@@ -46,7 +46,7 @@ def test_the_file_renders_exactly_what_the_trained_field_renders(field) -> None:
     data = container.to_bytes(compress(field, INFO, CodecOptions()))
     decoded, info = decode(container.from_bytes(data, "clip.nvp"), "clip.nvp")
     assert info == INFO
-    # The latents are exact (the trained field rounds them in evaluation); the MLP is stored at float16.
+    # The latents are exact (the trained field rounds them in evaluation); the MLP is stored at 8 bits (its default).
     assert torch.equal(frames(decoded), frames(quantised(field, CodecOptions())))
     lossless_mlp = decode(container.from_bytes(container.to_bytes(compress(field, INFO, CodecOptions(mlp_bits=32))), "x"), "x")[0]
     assert torch.equal(frames(lossless_mlp), frames(field))
@@ -161,5 +161,10 @@ def test_nvp_rd_measures_a_rate_trained_field_once_per_mlp_width(field) -> None:
     sweep = nvp_sweep(RateDistortionConfig(load_config=()))
     assert len(sweep) > 4
     kept = run_sweep(sweep, field)
-    assert sorted(options.mlp_bits for _, options in kept) == [8, 16, 32] and kept[0][0] == "base"
-    assert run_sweep(sweep, METHODS["nvp"].field.setup(shape=VideoShape(4, 16, 24))) == sweep
+    assert sorted(options.for_field(field).mlp_bits for _, options in kept) == [8, 16, 32] and kept[0][0] == "base"
+    assert kept[0][1].for_field(field).mlp_bits == 8  # a field trained for rate stores its MLP at 8 bits by default
+    plain = METHODS["nvp"].field.setup(shape=VideoShape(4, 16, 24))
+    plain_sweep = run_sweep(sweep, plain)
+    # Every other setting stays; the "16-bit MLP" point is the base itself for a field not trained for rate.
+    assert [name for name, _ in plain_sweep] == [name for name, _ in sweep if name != "16-bit MLP"]
+    assert plain_sweep[0][1].for_field(plain).mlp_bits == 16

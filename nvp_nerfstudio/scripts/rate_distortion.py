@@ -77,8 +77,9 @@ class RateDistortionConfig:
     """Qualities of the base image codec (NVP's keyframes)."""
     hash_bits: Tuple[int, ...] = (8, 5, 4)
     """Bits per value of the hashed levels."""
-    mlp_bits: Tuple[Literal[8, 16, 32], ...] = (8,)
-    """Widths of the MLP besides the base's (8: integer weights with a scale per row)."""
+    mlp_bits: Tuple[Literal[8, 16, 32], ...] = (8, 16)
+    """Widths of the MLP besides the base's (8: integer weights with a scale per row); a width that is the base's
+    for a run counts once."""
     paper_codecs: bool = True
     """Add a point with the paper's codecs: JPEG 95 keyframes, x265 at crf 21 for the 3D grid's dense levels."""
     lossless: bool = True
@@ -206,7 +207,7 @@ def nvp_point(
     rendered_at = time.perf_counter()
     return Point(
         series, setting, len(data), bits_per_pixel(len(data), field.shape), mean_psnr(frames, source),
-        compressed_at - start, decoded_at - compressed_at, rendered_at - decoded_at, describe(options),
+        compressed_at - start, decoded_at - compressed_at, rendered_at - decoded_at, describe(options.for_field(field)),
     )
 
 
@@ -368,13 +369,13 @@ def nvp_sweep(config: RateDistortionConfig) -> list[tuple[str, CodecOptions]]:
 
 
 def run_sweep(sweep: list[tuple[str, CodecOptions]], field: VideoField) -> list[tuple[str, CodecOptions]]:
-    """The settings that differ for this field: a field trained for rate (nvp-c) codes its grids with its own
-    models, so only the MLP's float width tells its points apart."""
-    if not quantisers(field):
-        return sweep
+    """The settings that make different files of this field: each resolved for it (the MLP's width where the base
+    leaves it open); a field trained for rate (nvp-c) codes its grids with its own models, so only the MLP's width
+    tells its points apart."""
     unique = {}
     for name, options in sweep:
-        unique.setdefault(options.mlp_bits, (name, options))
+        resolved = options.for_field(field)
+        unique.setdefault(resolved.mlp_bits if quantisers(field) else resolved, (name, options))
     return list(unique.values())
 
 

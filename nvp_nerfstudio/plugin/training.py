@@ -20,6 +20,7 @@ from nvp_nerfstudio.data.output import written_atomically
 from nvp_nerfstudio.data.video import SAMPLE_PREFIX
 from nvp_nerfstudio.fit import FINAL_LR_FRACTION, cosine_lr_factor
 from nvp_nerfstudio.methods import ADAM_BETAS, ADAM_EPS, ADAM_WEIGHT_DECAY
+from nvp_nerfstudio.plugin import allow_nerfstudio_checkpoints
 
 CHECKPOINT_NAME = re.compile(r"step-(\d+)\.ckpt")
 
@@ -98,13 +99,15 @@ class VideoTrainer(Trainer):
 
 def newest_readable_step(folder: Path) -> int:
     """The step of the newest checkpoint in the folder that loads, warning about newer ones that do not."""
+    allow_nerfstudio_checkpoints()  # a loaded run's folder is read before its model (which allows them) is built
     steps = sorted((int(match[1]) for name in os.listdir(folder) if (match := CHECKPOINT_NAME.fullmatch(name))), reverse=True)
     for step in steps:
         path = folder / f"step-{step:09d}.ckpt"
         try:
             torch.load(path, map_location="cpu", mmap=True)
         except Exception as err:  # torch raises EOFError, RuntimeError, pickle errors... for a damaged file
-            CONSOLE.print(f"[yellow]warning: {path} cannot be read ({type(err).__name__}): resuming from an older checkpoint")
+            warning = f"warning: {path} cannot be read ({type(err).__name__}): using an older checkpoint"
+            CONSOLE.print(warning, style="yellow", markup=False, soft_wrap=True)  # one line, however long the path
             continue
         return step
     raise SystemExit(f"error: {folder} holds no readable checkpoint (step-*.ckpt): pass another --load-dir or start anew")
@@ -131,6 +134,14 @@ class VideoTrainerConfig(TrainerConfig):
             }
             for name, group in self.optimizers.items()
         }
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        # nerfstudio's eval_setup (ns-eval, ns-render, nvp-render, load_run) points a loaded run's load_dir at its
+        # checkpoints and then loads the newest by name: make that the newest that loads. Not while __init__ sets
+        # the fields (load_step not set yet): a resume picks its checkpoint in VideoTrainer._load_checkpoint.
+        if name == "load_dir" and value is not None and "load_step" in self.__dict__ and self.load_step is None and Path(value).is_dir():
+            self.load_step = newest_readable_step(Path(value))
 
     def set_experiment_name(self) -> None:
         """Name runs after the clip (`bikes`, `clip` for clip.mp4), not after the folder holding it."""

@@ -4,6 +4,7 @@ as nerfstudio configs, and a trainer that fits the machine."""
 from __future__ import annotations
 
 import os
+import random
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -54,8 +55,19 @@ class CosineToFinalScheduler(Scheduler):
     config: CosineToFinalSchedulerConfig
 
     def get_scheduler(self, optimizer: torch.optim.Optimizer, lr_init: float) -> LRScheduler:
-        alpha, total = self.config.learning_rate_alpha, max(self.config.max_steps, 1)
-        return LambdaLR(optimizer, lr_lambda=lambda step: cosine_lr_factor(step / total, alpha))
+        return LambdaLR(optimizer, lr_lambda=CosineToFinalFactor(max(self.config.max_steps, 1), self.config.learning_rate_alpha))
+
+
+class CosineToFinalFactor:
+    """The learning-rate factor of a step. An object, not a lambda: LambdaLR's state (so a checkpoint) then holds
+    its length, and a resumed run goes on with the schedule of the run it resumes, whatever its own length."""
+
+    def __init__(self, total_steps: int, final_fraction: float) -> None:
+        self.total_steps = total_steps
+        self.final_fraction = final_fraction
+
+    def __call__(self, step: int) -> float:
+        return cosine_lr_factor(step / self.total_steps, self.final_fraction)
 
 
 def paper_optimizers(lr: float = 1e-2, weight_decay: float = ADAM_WEIGHT_DECAY, rate: bool = False) -> Dict[str, Any]:
@@ -70,7 +82,8 @@ def paper_optimizers(lr: float = 1e-2, weight_decay: float = ADAM_WEIGHT_DECAY, 
 
 class VideoTrainer(Trainer):
     """nerfstudio's trainer, with checkpoints that are never half-written (a kill during a save leaves the
-    older ones as they were) and a resume (`--load-dir`) that passes over a newest checkpoint it cannot read."""
+    older ones as they were) and a resume (`--load-dir`) that passes over a newest checkpoint it cannot read.
+    A checkpoint holds the random state too, so a resumed run draws what the interrupted one would have drawn."""
 
     def save_checkpoint(self, step: int) -> None:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -82,6 +95,7 @@ class VideoTrainer(Trainer):
             "optimizers": {k: v.state_dict() for (k, v) in self.optimizers.optimizers.items()},
             "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
             "scalers": self.grad_scaler.state_dict(),
+            "random_state": self.random_state(),
         }
         with written_atomically(path) as temporary:
             torch.save(state, temporary)
@@ -95,6 +109,31 @@ class VideoTrainer(Trainer):
         if load_dir is not None and self.config.load_step is None:
             self.config.load_step = newest_readable_step(Path(load_dir))
         super()._load_checkpoint()
+        loaded = Path(load_dir) / f"step-{self.config.load_step:09d}.ckpt" if load_dir is not None else self.config.load_checkpoint
+        if loaded is not None:
+            random_state = torch.load(loaded, map_location="cpu", mmap=True).get("random_state")
+            if random_state is None:
+                warning = f"warning: {loaded} holds no random state (an older version wrote it): the resumed run draws anew"
+                CONSOLE.print(warning, style="yellow", markup=False, soft_wrap=True)
+            else:
+                self.set_random_state(random_state)
+
+    def random_state(self) -> Dict[str, Any]:
+        """Every random generator training draws from: torch's (nvp-c's quantisation noise), Python's (nerfstudio's
+        choice of evaluation image) and the data manager's pixel samplers."""
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": random.getstate(),
+            "samplers": self.pipeline.datamanager.sampler_states(),
+        }
+
+    def set_random_state(self, state: Dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        random.setstate(state["python"])
+        self.pipeline.datamanager.set_sampler_states(state["samplers"])
 
 
 def newest_readable_step(folder: Path) -> int:

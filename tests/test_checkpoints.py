@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import av
 import pytest
 import torch
-from conftest import run_command, train_tiny_run
+from conftest import TINY_RUN_ARGS, run_command, train_tiny_run
 
 from nvp_nerfstudio.data.output import written_atomically
 from nvp_nerfstudio.plugin.training import VideoTrainerConfig, newest_readable_step
@@ -103,3 +104,37 @@ def test_a_resumed_run_ends_with_the_field_of_a_run_straight_through(tmp_path: P
     for key, value in fields[0].items():
         assert torch.equal(value, fields[1][key]), key
     assert ends[0]["random_state"]["samplers"]["train"].equal(ends[1]["random_state"]["samplers"]["train"])
+
+
+def test_ns_train_refuses_zero_iterations_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    result = run_command("ns-train", "nvp", "--data", "sample:carphone", "--max-num-iterations", "0", "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr and "KeyError" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "error: --max-num-iterations must be at least 1, got 0"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("failure", ["truncated video", "no readable checkpoint"])
+def test_a_failed_start_leaves_no_run_folder(tmp_path: Path, failure: str) -> None:
+    """ns-train writes config.yml only once the data and the checkpoint to resume from have loaded; before, every
+    failed start left a run folder holding only config.yml."""
+    from nvp_nerfstudio.data.video import FrameSelection, load_video
+
+    clip = tmp_path / "clip.mp4"
+    with av.open(str(clip), "w", options={"movflags": "faststart"}) as output:  # index first: cut short, it still opens
+        stream = output.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 176, 144, "yuv420p"
+        for frame in load_video("sample:carphone", FrameSelection(max_frames=20)).frames.numpy():
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        output.mux(stream.encode())
+    if failure == "truncated video":
+        clip.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "step-000000100.ckpt").write_bytes(b"")  # a save a kill cut short
+    resume = ["--load-dir", str(models)] if failure == "no readable checkpoint" else []
+    output = tmp_path / "out"
+    result = run_command("ns-train", "nvp", "--data", str(clip), *TINY_RUN_ARGS, *resume, "--output-dir", str(output), cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and ("truncated or damaged" in last if failure == "truncated video" else "holds no readable checkpoint" in last)
+    assert list(output.rglob("*")) == []

@@ -6,14 +6,16 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Tuple, Type
+from typing import Any, Dict, Literal, Tuple, Type
 
 import torch
 from nerfstudio.engine.optimizers import OptimizerConfig
 from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils.comms import is_main_process
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
@@ -104,6 +106,20 @@ class VideoTrainer(Trainer):
                 if older != path:
                     older.unlink()
 
+    def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        """A start that fails (a damaged video, no readable checkpoint to resume from) leaves no run folder behind;
+        config.yml is written once the data and the checkpoint have loaded (VideoTrainerConfig.save_config)."""
+        fresh = not self.base_dir.exists()
+        self.base_dir.mkdir(parents=True, exist_ok=True)  # the viewer writes its log there during setup
+        try:
+            super().setup(test_mode)
+        except BaseException:
+            if fresh and is_main_process():
+                remove_run_folder(self.base_dir, self.config.output_dir)
+            raise
+        if is_main_process():
+            self.config.write_config()
+
     def _load_checkpoint(self) -> None:
         load_dir = self.config.load_dir
         if load_dir is not None and self.config.load_step is None:
@@ -134,6 +150,15 @@ class VideoTrainer(Trainer):
             torch.cuda.set_rng_state_all(state["cuda"])
         random.setstate(state["python"])
         self.pipeline.datamanager.set_sampler_states(state["samplers"])
+
+
+def remove_run_folder(base_dir: Path, output_dir: Path) -> None:
+    """The run's folder, and the experiment's and method's folders above it if it leaves them empty."""
+    shutil.rmtree(base_dir, ignore_errors=True)
+    for folder in base_dir.parents:
+        if folder == output_dir or not folder.is_dir() or any(folder.iterdir()):
+            break
+        folder.rmdir()
 
 
 def newest_readable_step(folder: Path) -> int:
@@ -181,6 +206,13 @@ class VideoTrainerConfig(TrainerConfig):
         # the fields (load_step not set yet): a resume picks its checkpoint in VideoTrainer._load_checkpoint.
         if name == "load_dir" and value is not None and "load_step" in self.__dict__ and self.load_step is None and Path(value).is_dir():
             self.load_step = newest_readable_step(Path(value))
+
+    def save_config(self) -> None:
+        """Deferred to VideoTrainer.setup (write_config): ns-train saves the config before anything has loaded, and
+        every failed start (a damaged video, no readable checkpoint to resume from) left a run folder holding only it."""
+
+    def write_config(self) -> None:
+        super().save_config()
 
     def set_experiment_name(self) -> None:
         """Name runs after the clip (`bikes`, `clip` for clip.mp4), not after the folder holding it."""

@@ -50,3 +50,27 @@ def run_triton_check(module: str, check: str, *args) -> None:
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+# A run small enough to train in seconds on a CPU: 4 frames of carphone at 44x36, 256 pixels a step.
+TINY_RUN_ARGS = [
+    "--vis", "tensorboard",
+    "--pipeline.datamanager.dataparser.max-frames", "4",
+    "--pipeline.datamanager.dataparser.downscale", "4",
+    "--pipeline.datamanager.train-num-rays-per-batch", "256",
+    "--steps-per-eval-image", "100000",
+]
+
+
+def run_command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """A console script of this environment (ns-train, ns-eval, nvp-render, ...), its output captured."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([str(Path(sys.executable).parent / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+def train_tiny_run(output_dir: Path, data: str = "sample:carphone", *args: str) -> Path:
+    """`ns-train nvp` of a tiny run on `data`; returns its config.yml."""
+    result = run_command("ns-train", "nvp", "--data", data, *TINY_RUN_ARGS, *args, "--output-dir", str(output_dir), cwd=output_dir.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (config,) = output_dir.glob("*/nvp/*/config.yml")
+    return config

@@ -18,7 +18,7 @@ from test_compression import INFO, SHAPE, TINY_CONFIG, perturbed
 from nvp_nerfstudio.compression import container
 from nvp_nerfstudio.compression.field_codec import CodecOptions, compress
 from nvp_nerfstudio.data.output import VIDEO_FORMATS, FrameWriter, OutputPathError, check_output
-from nvp_nerfstudio.data.video import FrameSelection, VideoInputError, iter_segments, load_video
+from nvp_nerfstudio.data.video import FrameSelection, VideoInputError, iter_segments, load_video, open_frames, resolve_source
 from nvp_nerfstudio.scripts import decompress, render
 
 FRAMES = 60
@@ -257,3 +257,50 @@ def test_a_complete_png_render_replaces_the_older_frames_only(tmp_path: Path) ->
     assert sorted(p.name for p in target.iterdir()) == ["frame_00000.png", "frame_00001.png", "notes.txt"]
     assert torch.equal(load_video(target).frames, torch.from_numpy(moving_gradient(2, 17, 33)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
+
+
+@pytest.fixture(scope="module")
+def carphone() -> np.ndarray:
+    return load_video("sample:carphone", FrameSelection(max_frames=4)).frames.numpy()
+
+
+@pytest.mark.parametrize(
+    "source,downscale,shown,fix",
+    [
+        ("20x6.mp4", 1, "are 20x6: too small", "use a larger video"),
+        ("5x9 frames", 1, "are 5x9: too small", "use a larger video"),
+        ("sample:carphone", 24, "are 176x144 (7x6 after downscale 24): too small", "use a smaller downscale"),
+    ],
+)
+def test_frames_under_7_pixels_a_side_are_refused_up_front(
+    tmp_path: Path, carphone: np.ndarray, source: str, downscale: int, shown: str, fix: str
+) -> None:
+    from conftest import write_clip
+
+    if source.endswith(".mp4"):
+        source = str(write_clip(tmp_path / source, np.ascontiguousarray(carphone[:, 50:56, 60:80])))
+    elif source.endswith("frames"):
+        for index, frame in enumerate(carphone[:, 50:59, 60:65]):
+            saved(Image.fromarray(frame), f"frame_{index}.png", tmp_path / "frames")
+        source = str(tmp_path / "frames")
+    for opened in (load_video, open_frames, lambda data, selection: next(iter_segments(data, 2, selection))):
+        with pytest.raises(VideoInputError) as error:
+            opened(source, FrameSelection(downscale=downscale))
+        message = one_line_error(error)
+        assert message.startswith(f"the frames of {resolve_source(source)} {shown}, SSIM") and message.endswith(fix)
+
+
+def test_frames_of_7_pixels_a_side_load(tmp_path: Path, carphone: np.ndarray) -> None:
+    for index, frame in enumerate(carphone[:, 50:57, 60:67]):
+        saved(Image.fromarray(frame), f"frame_{index}.png", tmp_path / "frames")
+    assert tuple(load_video(tmp_path / "frames").frames.shape) == (4, 7, 7, 3)
+
+
+def test_ns_train_refuses_frames_under_7_pixels_in_one_line(tmp_path: Path) -> None:
+    from conftest import run_command
+
+    result = run_command("ns-train", "nvp", "--data", "sample:carphone", "--vis", "tensorboard", "--pipeline.datamanager.dataparser.downscale",
+                         "21", "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: the frames of ") and "(8x6 after downscale 21): too small" in result.stderr
+    assert list((tmp_path / "out").rglob("*")) == []

@@ -37,6 +37,7 @@ from nvp_nerfstudio.compression.latent_model import fit
 from nvp_nerfstudio.compression.quantise import dequantise, quantise
 from nvp_nerfstudio.compression.videocodec import VIDEO_CODECS
 from nvp_nerfstudio.compression.videos import VideoJob, decode_videos, encode_videos
+from nvp_nerfstudio.data.fingerprint import SourceFingerprint
 from nvp_nerfstudio.data.video import FrameSelection, VideoInputError
 from nvp_nerfstudio.encodings.grid import GridEncoding
 from nvp_nerfstudio.encodings.per_frame import PerFrameGrid
@@ -109,6 +110,8 @@ class VideoInfo:
     method: str
     fps: float
     selection: FrameSelection
+    source: Optional[SourceFingerprint] = None
+    """The trained frames' fingerprint, which --reference scoring checks (None: a file written before them)."""
 
 
 # ---------------------------------------------------------------- the field's parts
@@ -386,6 +389,7 @@ def compress(field: VideoField, info: VideoInfo, options: CodecOptions = CodecOp
         },
         "quantisation": {"bits": 8, "hash_bits": options.hash_bits, "ranges": RANGES_SECTION},
         "tensors": tensor_schema(others),
+        **({"source": info.source.to_dict()} if info.source is not None else {}),
     }
     return Container(meta, sections)
 
@@ -484,7 +488,7 @@ def _parse_meta(meta: dict, source: str) -> tuple[VideoFieldConfig, VideoShape, 
             raise ValueError(f"its video size {shape} is out of range")
         if not isinstance(video["fps"], (int, float)) or not isinstance(selection, dict) or not isinstance(codecs, dict):
             raise ValueError("its video description is malformed")
-        info = VideoInfo(method, float(video["fps"]), FrameSelection(**selection))
+        info = VideoInfo(method, float(video["fps"]), FrameSelection(**selection), SourceFingerprint.from_dict(meta.get("source")))
         if codecs.get("mlp_bits") not in MLP_BITS or not isinstance(meta["tensors"], int):
             raise ValueError("its tensor description is malformed")
         hash_bits = meta["quantisation"]["hash_bits"]

@@ -27,6 +27,8 @@ SAMPLE_CLIPS = {
     "carphone": "carphone_pristine.mp4",
 }
 SAMPLE_PREFIX = "sample:"
+MIN_FRAME_SIDE = 7
+"""SSIM's 7x7 window: the smallest frame side every tool can score."""
 
 
 class VideoInputError(ValueError):
@@ -69,10 +71,16 @@ class FrameSelection:
         kept = max(0, math.ceil((stop - self.start) / self.stride))
         return kept if self.max_frames is None else min(kept, self.max_frames)
 
-    def scaled_size(self, width: int, height: int) -> Tuple[int, int]:
+    def scaled_size(self, width: int, height: int, source: str) -> Tuple[int, int]:
+        """The kept frames' size; refused under MIN_FRAME_SIDE up front, not when the first SSIM fails."""
         scaled = (width // self.downscale, height // self.downscale)
-        if min(scaled) < 1:
-            raise VideoInputError(f"downscale {self.downscale} leaves no pixels of a {width}x{height} video")
+        if min(scaled) < MIN_FRAME_SIDE:
+            after = f" ({scaled[0]}x{scaled[1]} after downscale {self.downscale})" if self.downscale > 1 else ""
+            fix = "a smaller downscale" if min(width, height) >= MIN_FRAME_SIDE else "a larger video"
+            raise VideoInputError(
+                f"the frames of {source} are {width}x{height}{after}: too small, SSIM (ns-eval, nvp-decompress --reference) "
+                f"needs at least {MIN_FRAME_SIDE} pixels a side; use {fix}"
+            )
         return scaled
 
 
@@ -243,7 +251,7 @@ def _open_frame_folder(folder: Path, selection: FrameSelection) -> FrameStream:
     if not kept:
         raise VideoInputError(f"the frame selection keeps none of the {len(files)} frames in {folder}")
     first_size = _open_image(files[kept[0]]).size
-    width, height = selection.scaled_size(*first_size)
+    width, height = selection.scaled_size(*first_size, str(folder))
 
     def frames() -> Iterator[tuple[int, np.ndarray]]:
         for index in kept:
@@ -298,7 +306,7 @@ def _open_video_file(path: Path, selection: FrameSelection) -> FrameStream:
     stream.thread_type = "AUTO"
     fps = float(stream.average_rate or stream.guessed_rate or 0.0)
     try:
-        width, height = selection.scaled_size(stream.codec_context.width, stream.codec_context.height)
+        width, height = selection.scaled_size(stream.codec_context.width, stream.codec_context.height, str(path))
     except VideoInputError:
         container.close()
         raise

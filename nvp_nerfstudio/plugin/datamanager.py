@@ -48,6 +48,14 @@ class VideoDataManager(VanillaDataManager[VideoDataset]):
             dataset.video.frames, dataset.frame_indices, self.device, seed, self.config.whole_frames, missing
         )
 
+    def sampler_states(self) -> Dict[str, torch.Tensor]:
+        """The pixel samplers' generator states, for a checkpoint."""
+        return {"train": self.train_frame_sampler.generator.get_state(), "eval": self.eval_frame_sampler.generator.get_state()}
+
+    def set_sampler_states(self, states: Dict[str, torch.Tensor]) -> None:
+        self.train_frame_sampler.generator.set_state(states["train"])
+        self.eval_frame_sampler.generator.set_state(states["eval"])
+
     def get_train_rays_per_batch(self) -> int:
         if self.config.train_num_rays_per_batch is not None:
             return self.config.train_num_rays_per_batch

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Type
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,8 @@ from nerfstudio.viewer.viewer_elements import ViewerSlider
 from torch import Tensor
 from torch.nn import Parameter
 
+from nvp_nerfstudio.data.fingerprint import SourceFingerprint
+from nvp_nerfstudio.data.video import VideoInputError
 from nvp_nerfstudio.fields.base import VideoFieldConfig, VideoShape, pixel_coordinates
 from nvp_nerfstudio.fields.nvp import NVPFieldConfig
 from nvp_nerfstudio.fit import training_losses
@@ -58,6 +60,7 @@ class VideoModel(Model):
         set_up_process()
         video = self.kwargs["metadata"]["video"]
         self.video = video
+        self.source_fingerprint = SourceFingerprint.of(video)
         self.video_shape = VideoShape(video.num_frames, video.height, video.width)
         self.field = self.config.field.setup(shape=self.video_shape)
         longest = max(video.width, video.height)
@@ -84,9 +87,22 @@ class VideoModel(Model):
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         return parameter_groups(self.field)
 
+    def get_extra_state(self) -> Dict[str, Any]:
+        """Saved in every checkpoint: the fingerprint of the frames the run trains on."""
+        return {"source": self.source_fingerprint.to_dict()}
+
+    def set_extra_state(self, state: Dict[str, Any]) -> None:
+        """A loaded run (ns-eval, nvp-render, nvp-compress, a resume) refuses another video put at its source's path."""
+        try:
+            SourceFingerprint.from_dict(state["source"]).check_video(self.video, "the run")
+        except VideoInputError as err:
+            raise SystemExit(f"error: {err}") from None
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Always strict: nerfstudio retries a failed load non-strictly, which would leave the field partly
         at its random initialisation and rendering noise with no warning."""
+        # torch's key of get_extra_state; a run written before fingerprints has none, and nothing to check against.
+        state_dict = {"_extra_state": self.get_extra_state(), **state_dict}
         expected, given = set(self.state_dict()), set(state_dict)
         if expected != given:
             differing = sorted(expected ^ given)

@@ -26,5 +26,6 @@ def load_run(load_config: Path) -> tuple[VideoField, VideoInfo, VideoFrames, Pat
         trainer_config.method_name,
         video.fps,
         FrameSelection(parser.start_frame, parser.end_frame, parser.stride, parser.max_frames, parser.downscale),
+        pipeline.model.source_fingerprint,
     )
     return pipeline.model.field.eval(), info, video, checkpoint

@@ -22,6 +22,7 @@ from nvp_nerfstudio.cli import command
 from nvp_nerfstudio.compression import container
 from nvp_nerfstudio.compression.container import CompressedFileError, Container
 from nvp_nerfstudio.compression.field_codec import decode
+from nvp_nerfstudio.data.fingerprint import SourceFingerprint
 from nvp_nerfstudio.data.output import FrameWriter, check_output, to_uint8
 from nvp_nerfstudio.data.video import FrameSelection, VideoInputError, open_frames
 from nvp_nerfstudio.fields.base import VideoShape
@@ -48,15 +49,28 @@ class DecompressConfig:
     """Pixels per forward pass."""
 
 
-def decoded_frames(stored: Container, source: str, chunk: int) -> tuple[Iterator[Tensor], VideoShape, float, FrameSelection, str]:
+@dataclass
+class DecodedVideo:
+    frames: Iterator[Tensor]
+    shape: VideoShape
+    fps: float
+    selection: FrameSelection
+    """The source frames it was trained on."""
+    fingerprint: Optional[SourceFingerprint]
+    """Theirs (None: a segmented file, or one written before fingerprints)."""
+    label: str
+
+
+def decoded_frames(stored: Container, source: str, chunk: int) -> DecodedVideo:
     """The frames of a one-field file, or of a segmented one (`nvp-long compress`: each segment's field
-    decoded when its frames come), with the video's shape, frame rate, source frame selection and a label."""
+    decoded when its frames come), and what the file says of the video."""
     if "segments" in stored.meta:
         video = SegmentedVideo.from_container(stored, source)
         frames = (frame for _, frame in video.frames())
-        return frames, VideoShape(video.num_frames, video.height, video.width), video.fps, video.selection, f"{len(video.spans)} segments"
+        shape = VideoShape(video.num_frames, video.height, video.width)
+        return DecodedVideo(frames, shape, video.fps, video.selection, None, f"{len(video.spans)} segments")
     field, info = decode(stored, source)
-    return field_frames(field, chunk), field.shape, info.fps, info.selection, f"the {info.method} field"
+    return DecodedVideo(field_frames(field, chunk), field.shape, info.fps, info.selection, info.source, f"the {info.method} field")
 
 
 @command()
@@ -65,11 +79,12 @@ def main(config: DecompressConfig) -> None:
 
     check_output(config.output)  # before anything is decoded
     start = time.perf_counter()
-    frames, shape, fps, selection, label = decoded_frames(container.read(config.input), str(config.input), config.chunk)
+    decoded = decoded_frames(container.read(config.input), str(config.input), config.chunk)
+    shape, fingerprint = decoded.shape, decoded.fingerprint
     decode_seconds = time.perf_counter() - start
     reference = None
     if config.reference is not None:  # decoded frame by frame alongside: never the whole video in memory
-        reference = open_frames(config.reference, selection)
+        reference = open_frames(config.reference, decoded.selection)
         if (reference.width, reference.height) != (shape.width, shape.height):
             raise SystemExit(
                 f"error: the reference is {reference.width}x{reference.height} but {config.input} holds "
@@ -78,26 +93,33 @@ def main(config: DecompressConfig) -> None:
     scores = []
     start = time.perf_counter()
     columns = (TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    writer = FrameWriter(config.output, shape.width, shape.height, fps or 25.0, config.crf)
+    writer = FrameWriter(config.output, shape.width, shape.height, decoded.fps or 25.0, config.crf)
     try:
         with writer, Progress(*columns, console=CONSOLE) as progress:
             task = progress.add_task("render", total=shape.num_frames)
             truths = reference.frames if reference is not None else None
-            for frame in frames:
+            for index, frame in enumerate(decoded.frames):
                 writer.write(to_uint8(frame))
                 if truths is not None:
                     _, truth_rgb = next(truths, (None, None))
                     if truth_rgb is None:
                         raise VideoInputError(f"the reference has fewer frames than the {shape.num_frames} of {config.input}")
+                    if fingerprint is not None:  # a hashed frame is checked as it comes: a wrong reference stops early
+                        fingerprint.check_frame(config.reference, index, truth_rgb, f"the run in {config.input}")
                     truth = torch.from_numpy(truth_rgb).float() / 255.0
                     pair = frame.permute(2, 0, 1)[None], truth.permute(2, 0, 1)[None]
                     scores.append((psnr(frame, truth), float(structural_similarity_index_measure(*pair, data_range=1.0))))
                 progress.advance(task)
+            if truths is not None and fingerprint is not None and next(truths, None) is not None:
+                raise VideoInputError(
+                    f"{config.reference} holds more than the {shape.num_frames} selected frames the run in {config.input} was "
+                    "trained on: pass the video the run trained on"
+                )
     except (CompressedFileError, VideoInputError) as err:  # a later segment, or the reference, fails midway
         raise SystemExit(f"error: {err}") from None
     render_seconds = time.perf_counter() - start
     CONSOLE.print(
-        f"Decoded {label} of {config.input} in {decode_seconds:.1f} s; wrote {shape.num_frames} frames "
+        f"Decoded {decoded.label} of {config.input} in {decode_seconds:.1f} s; wrote {shape.num_frames} frames "
         f"of {shape.width}x{shape.height} to {config.output} in {render_seconds:.1f} s"
     )
     if scores:

@@ -42,6 +42,7 @@ from nvp_nerfstudio.fit import (
 )
 from nvp_nerfstudio.memory import peak_rss_mib, release_freed_memory
 from nvp_nerfstudio.methods import METHODS
+from nvp_nerfstudio.plots import plot_psnr_against_time
 from nvp_nerfstudio.rendering import render_frame
 
 CONSOLE = Console()
@@ -363,24 +364,6 @@ def report_lines(config: BenchConfig, summary: dict) -> list[str]:
     return lines
 
 
-def plot_psnr_against_time(summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for run in summary["runs"]:
-        if run["psnr_curve"]:
-            axis.plot([p["seconds"] for p in run["psnr_curve"]], [p["psnr"] for p in run["psnr_curve"]], marker="o", label=run["label"])
-    axis.set(xlabel="training time (s)", ylabel="PSNR (dB)", title=f"{summary['clip']} ({summary['device']})")
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
 def write_report(config: BenchConfig, summary: dict) -> None:
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -388,7 +371,8 @@ def write_report(config: BenchConfig, summary: dict) -> None:
     (out / "bench.md").write_text("\n".join(report_lines(config, summary)) + "\n")
     written = [out / "bench.md", out / "bench.json"]
     if any(run["psnr_curve"] for run in summary["runs"]):
-        plot_psnr_against_time(summary, out / "psnr_vs_time.png")
+        curves = {run["label"]: run["psnr_curve"] for run in summary["runs"] if run["psnr_curve"]}
+        plot_psnr_against_time(out / "psnr_vs_time.png", f"{summary['clip']} ({summary['device']})", curves)
         written.append(out / "psnr_vs_time.png")
     CONSOLE.print(f"Wrote {', '.join(map(str, written))}")
 

@@ -32,6 +32,7 @@ from nvp_nerfstudio.data.video import VideoFrames, VideoInputError, VideoSource,
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, check_methods, evenly_spaced, is_cuda, psnr_against_time, render_chunk
 from nvp_nerfstudio.metrics import HIGHER_IS_BETTER, METRIC_NAMES, bits_per_pixel, frame_metrics, psnr
+from nvp_nerfstudio.plots import plot_psnr_against_time
 from nvp_nerfstudio.rendering import render_frame
 
 CONSOLE = Console()
@@ -229,29 +230,11 @@ def write_outputs(
     for row in rows:
         table.add_row(*row)
     Console(width=max(CONSOLE.width, 160)).print(table)  # wide: a piped console defaults to 80 columns
-    plot_curves(out / "psnr_vs_time.png", results, f"{video.clip_name}: {task}")
+    curves = {result.name: result.curve for result in results if result.curve}
+    untrained = {result.name: result.metrics["psnr"] for result in results if not result.curve}  # e.g. a linear blend
+    plot_psnr_against_time(out / "psnr_vs_time.png", f"{video.clip_name}: {task}", curves, untrained)
     plot_frame_grid(out / "frame_grid.png", video, scored, results, predictions)
     CONSOLE.print(f"Wrote {out / 'compare.md'}, compare.csv, psnr_vs_time.png and frame_grid.png")
-
-
-def plot_curves(path: Path, results: list[MethodResult], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for result in results:
-        if result.curve:
-            axis.plot([p["seconds"] for p in result.curve], [p["psnr"] for p in result.curve], marker="o", label=result.name)
-        else:  # a baseline without training: its PSNR as a line
-            axis.axhline(result.metrics["psnr"], linestyle="--", color="grey", label=result.name)
-    axis.set(xlabel="training time (s)", ylabel="PSNR (dB)", title=title)
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def plot_frame_grid(

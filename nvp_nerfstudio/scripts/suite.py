@@ -26,6 +26,7 @@ from nvp_nerfstudio.data.output import written_atomically
 from nvp_nerfstudio.data.video import VideoInputError, VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, check_methods, psnr_against_time, training_batch
+from nvp_nerfstudio.plots import plot_psnr_against_time
 
 CONSOLE = Console()
 
@@ -103,23 +104,6 @@ def report(config: SuiteConfig, results: dict[str, dict[str, dict]], clips: dict
     return "\n".join(lines) + "\n"
 
 
-def plot_clip(path: Path, title: str, runs: dict[str, dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for method, run in runs.items():
-        axis.plot([p["seconds"] for p in run["curve"]], [p["psnr"] for p in run["curve"]], marker="o", label=method)
-    axis.set(xlabel="training time (s)", ylabel="PSNR (dB)", title=title)
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
 @command()
 def main(config: SuiteConfig) -> dict[str, dict[str, dict]]:
     check_methods(config.methods)
@@ -147,7 +131,8 @@ def main(config: SuiteConfig) -> dict[str, dict[str, dict]]:
             runs[method] = {"psnr": last["psnr"], "steps": last["steps"], "seconds": last["seconds"], "samples_per_s": last["samples"] / last["seconds"], "curve": curve}
             del field
         results[clip.name] = runs
-        plot_clip(config.output_dir / f"psnr_vs_time_{clip.name}.png", described[clip.name], runs)
+        curves = {method: run["curve"] for method, run in runs.items()}
+        plot_psnr_against_time(config.output_dir / f"psnr_vs_time_{clip.name}.png", described[clip.name], curves)
         # Written after every clip: a long suite that stops keeps what it measured.
         text = report(config, results, described)
         summary = {"suite": str(config.suite), "batch": training_batch(config), "clips": described, "results": results}

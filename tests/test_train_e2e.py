@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_command as run
 
 from method_configs import methods
 from nvp_nerfstudio.data.video import FrameSelection, load_video
@@ -34,11 +35,6 @@ TRAIN_ARGS = [
     "--steps-per-eval-image", "10000",
     "--steps-per-save", "300",
 ]
-
-
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
 def evaluate(config: Path, output: Path, cwd: Path) -> dict:

@@ -203,9 +203,11 @@ class VideoTrainerConfig(TrainerConfig):
         super().__setattr__(name, value)
         # nerfstudio's eval_setup (ns-eval, ns-render, nvp-render, load_run) points a loaded run's load_dir at its
         # checkpoints and then loads the newest by name: make that the newest that loads. Not while __init__ sets
-        # the fields (load_step not set yet): a resume picks its checkpoint in VideoTrainer._load_checkpoint.
-        if name == "load_dir" and value is not None and "load_step" in self.__dict__ and self.load_step is None and Path(value).is_dir():
-            self.load_step = newest_readable_step(Path(value))
+        # the fields (load_step not set yet): a resume picks its checkpoint in VideoTrainer._load_checkpoint. A step
+        # this picked in another folder (a resumed run's config names the run it resumed) is picked anew.
+        if name == "load_dir" and value is not None and "load_step" in self.__dict__ and Path(value).is_dir():
+            if self.load_step is None or not (Path(value) / f"step-{self.load_step:09d}.ckpt").is_file():
+                self.load_step = newest_readable_step(Path(value))
 
     def save_config(self) -> None:
         """Deferred to VideoTrainer.setup (write_config): ns-train saves the config before anything has loaded, and

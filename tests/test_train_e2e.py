@@ -219,7 +219,7 @@ def test_rd_point_is_what_decompress_gives(trained_run: Path, compressed_run: Co
     out = run_dir / "rd"
     crfs = ["18", "23", "28", "33"]  # four: as few as a BD figure takes
     result = run(
-        "nvp-rd", "--load-config", str(trained_run), "--output-dir", str(out), "--image-qualities", "--hash-bits", "8",
+        "nvp-rd", "--load-config", str(trained_run), "--output-dir", str(out), "--image-qualities", "--hash-bits", "8", "--mlp-bits",
         "--no-paper-codecs", "--no-lossless", "--codecs", "x264", "x265", "--pix-fmts", "yuv420p", "--crfs", *crfs, cwd=run_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]

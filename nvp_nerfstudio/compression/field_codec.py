@@ -25,7 +25,7 @@ from typing import Any, Iterator, Literal, Optional
 import numpy as np
 import psutil
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from nvp_nerfstudio.compression import container, entropy, latent_coder
@@ -252,30 +252,38 @@ def stored_dtype(value: Tensor, mlp_bits: int) -> torch.dtype:
     if not value.is_floating_point():
         return value.dtype
     if mlp_bits == 8:
-        return torch.int8 if value.dim() >= 2 else torch.float16
+        return torch.int8 if row_coded(value, mlp_bits) else torch.float16
     return FLOAT_TYPES[mlp_bits]
 
 
-def row_scales(value: Tensor) -> Float[Tensor, "rows"]:
-    """float32 scale per row of a matrix stored as 8-bit integers: its largest magnitude maps to 127."""
-    return (value.detach().float().reshape(len(value), -1).abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.float32).tiny)
+def row_coded(value: Tensor, mlp_bits: int) -> bool:
+    """Whether the file stores the tensor as 8-bit integers with a scale per row (a float matrix at 8 bits)."""
+    return mlp_bits == 8 and value.is_floating_point() and value.dim() >= 2
+
+
+def row_codes(value: Tensor) -> tuple[Int[Tensor, "rows values"], Float[Tensor, "rows"]]:
+    """A matrix as int8 codes per row and each row's float32 scale (its largest magnitude maps to 127)."""
+    rows = value.detach().cpu().float().reshape(len(value), -1)
+    scales = (rows.abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.float32).tiny)
+    return torch.round(rows / scales[:, None]).to(torch.int8), scales
+
+
+def from_row_codes(codes: Tensor, scales: Tensor, like: Tensor) -> Tensor:
+    """The matrix the codes and scales stand for, shaped and typed as `like`: the encoder's view and the decoder's."""
+    return (codes.float() * scales[:, None]).reshape(like.shape).to(like.dtype)
 
 
 def as_stored(value: Tensor, mlp_bits: int) -> Tensor:
     """The tensor as the decoder gets it back (in its own dtype)."""
-    dtype = stored_dtype(value, mlp_bits)
-    if dtype != torch.int8 or not value.is_floating_point():
-        return value.to(dtype).to(value.dtype)
-    scales = row_scales(value)
-    codes = torch.round(value.detach().float().reshape(len(value), -1) / scales[:, None])
-    return (codes * scales[:, None]).reshape(value.shape).to(value.dtype)
+    if row_coded(value, mlp_bits):
+        return from_row_codes(*row_codes(value), value).to(value.device)
+    return value.to(stored_dtype(value, mlp_bits)).to(value.dtype)
 
 
 def stored_size(value: Tensor, mlp_bits: int) -> int:
     """Bytes of the tensor in the section before the entropy coder: values, then an 8-bit matrix's row scales."""
-    dtype = stored_dtype(value, mlp_bits)
-    scales = len(value) * 4 if dtype == torch.int8 and value.is_floating_point() else 0
-    return value.numel() * dtype.itemsize + scales
+    scales = len(value) * 4 if row_coded(value, mlp_bits) else 0
+    return value.numel() * stored_dtype(value, mlp_bits).itemsize + scales
 
 
 def quantised(field: VideoField, options: CodecOptions = CodecOptions()) -> VideoField:
@@ -411,14 +419,10 @@ def _from_byte_planes(data: Tensor, dtype: torch.dtype, count: int) -> Tensor:
 def _pack_tensors(tensors: list[tuple[str, Tensor]], bits: int) -> bytes:
     parts = []
     for _, value in tensors:
-        value = value.detach().cpu()
-        dtype = stored_dtype(value, bits)
-        if dtype == torch.int8 and value.is_floating_point():
-            scales = row_scales(value)
-            codes = torch.round(value.float().reshape(len(value), -1) / scales[:, None]).to(torch.int8)
-            parts += [_byte_planes(codes), _byte_planes(scales)]
+        if row_coded(value, bits):
+            parts += [_byte_planes(part) for part in row_codes(value)]
         else:
-            parts.append(_byte_planes(value.to(dtype)))
+            parts.append(_byte_planes(value.detach().cpu().to(stored_dtype(value, bits))))
     return b"".join(parts)
 
 
@@ -580,10 +584,9 @@ def _load_tensors(field: VideoField, section: Section, meta: dict, source: str) 
     for key, value in others:
         dtype, size = stored_dtype(value, bits), stored_size(value, bits)
         part = buffer[position : position + size]
-        if dtype == torch.int8 and value.is_floating_point():
+        if row_coded(value, bits):
             codes = _from_byte_planes(part[: value.numel()], torch.int8, value.numel()).reshape(len(value), -1)
-            scales = _from_byte_planes(part[value.numel() :], torch.float32, len(value))
-            state[key] = (codes.float() * scales[:, None]).reshape(value.shape).to(value.dtype)
+            state[key] = from_row_codes(codes, _from_byte_planes(part[value.numel() :], torch.float32, len(value)), value)
         else:
             state[key] = _from_byte_planes(part, dtype, value.numel()).reshape(value.shape).to(value.dtype)
         position += size

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from nvp_nerfstudio.data.sampler import FramePixelSampler
 from nvp_nerfstudio.data.video import VideoFrames
 from nvp_nerfstudio.encodings.grid import GridBackend, GridEncoding, GridEncodingConfig
-from nvp_nerfstudio.fields.base import VideoField, VideoShape
+from nvp_nerfstudio.fields.base import VideoField, VideoFieldConfig, VideoShape
 from nvp_nerfstudio.fields.modulated_mlp import ModulatedSirenConfig
 from nvp_nerfstudio.methods import ADAM_BETAS, ADAM_EPS, ADAM_WEIGHT_DECAY, METHODS
 from nvp_nerfstudio.metrics import psnr
@@ -71,6 +71,11 @@ class FitConfig:
     seed: int = 0
     grid_backend: GridBackend = "auto"
     mlp_backend: Literal["torch", "triton"] = "torch"
+    lmbda: Optional[float] = None
+    """For methods trained for rate (nvp-c): the rate's weight in the loss (RateConfig.lmbda); None: the method's.
+    Other methods train as they are."""
+    target_bpp: Optional[float] = None
+    """For methods trained for rate: rate control toward this many bits per pixel (RateConfig.target_bpp)."""
 
 
 def cosine_lr_factor(progress: float, final_fraction: float = FINAL_LR_FRACTION) -> float:
@@ -126,10 +131,23 @@ def with_nested(config: Any, kind: type, **changes: Any) -> Any:
     return replace(config, **{name: with_nested(value, kind, **changes) for name, value in nested.items()})
 
 
+def method_field(config: FitConfig) -> VideoFieldConfig:
+    """The method's field config, with the run's rate settings."""
+    field_config = METHODS[config.method].field
+    if field_config.rate is None or not has_rate_settings(config):
+        return field_config
+    changes = {name: value for name, value in (("lmbda", config.lmbda), ("target_bpp", config.target_bpp)) if value is not None}
+    return replace(field_config, rate=replace(field_config.rate, **changes))
+
+
+def has_rate_settings(config: FitConfig) -> bool:
+    return config.lmbda is not None or config.target_bpp is not None
+
+
 def build_field(config: FitConfig, shape: VideoShape) -> VideoField:
     """The field on its device, compiled in place when asked."""
     torch.manual_seed(config.seed)
-    field_config = with_nested(METHODS[config.method].field, GridEncodingConfig, backend=config.grid_backend)
+    field_config = with_nested(method_field(config), GridEncodingConfig, backend=config.grid_backend)
     field_config = with_nested(field_config, ModulatedSirenConfig, precision=config.mlp_precision, backend=config.mlp_backend)
     field_module = field_config.setup(shape=shape).to(config.device)
     if config.compile:
@@ -317,8 +335,14 @@ def psnr_against_time(
     return points, field_module
 
 
-def check_methods(names: Sequence[str]) -> None:
-    """One error line for method names that nvp_nerfstudio/methods.py does not have."""
+def check_methods(names: Sequence[str], config: Optional[FitConfig] = None) -> None:
+    """One error line for method names that nvp_nerfstudio/methods.py does not have, or for rate settings
+    (--lmbda, --target-bpp) that none of them would use."""
     unknown = [name for name in names if name not in METHODS]
     if unknown or not names:
         raise SystemExit(f"error: unknown method(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(METHODS)}")
+    if config is not None and has_rate_settings(config) and all(METHODS[name].field.rate is None for name in names):
+        rated = ", ".join(name for name, method in METHODS.items() if method.field.rate is not None)
+        raise SystemExit(f"error: --lmbda / --target-bpp apply to methods trained for rate ({rated}): none of {', '.join(names)} is")
+    if config is not None and ((config.lmbda is not None and config.lmbda < 0) or (config.target_bpp is not None and config.target_bpp <= 0)):
+        raise SystemExit("error: --lmbda must be at least 0 and --target-bpp above 0")

@@ -1,28 +1,25 @@
-"""Rate-distortion of rate-aware NVP (`nvp-c`) at several lambdas on one clip, against x265-medium yuv420p on the
-same frames: each lambda trained with the core loop (the loop `ns-train nvp-c` runs) for a fixed number of steps,
-compressed, decoded from its bytes, every frame rendered as uint8 and scored; the report is nvp-rd's (rd.md,
-rd.csv, rd_bd.csv, rd.png), the lambdas joined into one series for the BD figures.
+"""Rate-distortion of rate-aware NVP (`nvp-c`) at several lambdas (or rate-control targets) on one clip, against
+x265-medium yuv420p on the same frames: each point trained with the core loop (the loop `ns-train nvp-c` runs) for
+a fixed number of steps or seconds, compressed, decoded from its bytes, every frame rendered as uint8 and scored;
+the report is nvp-rd's (rd.md, rd.csv, rd_bd.csv, rd.png), the points joined into one series for the BD figures.
 
     python scripts/rd_lambdas.py --data sample:bikes --downscale 2 --steps 2000 --lambdas 0.003 0.01 0.03 0.1 \
         --crfs 22 26 30 34 38 42 --output-dir rd-nvp-c
+    python scripts/rd_lambdas.py --data sample:bigbuckbunny --seconds 900 --target-bpps 0.02 0.05 0.1
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
-import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from nvp_nerfstudio import methods
 from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, raw_8bit_bytes
 from nvp_nerfstudio.data.video import VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, psnr_against_time
-from nvp_nerfstudio.rate import RateConfig
 from nvp_nerfstudio.scripts.rate_distortion import (
     ReferenceJob,
     RunResult,
@@ -46,8 +43,12 @@ def main() -> None:
     parser.add_argument("--data", default="sample:bikes")
     parser.add_argument("--downscale", type=int, default=1)
     parser.add_argument("--max-frames", type=int)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--lambdas", type=float, nargs="+", default=[0.003, 0.01, 0.03, 0.1])
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="training steps a point (default 2000)")
+    budget.add_argument("--seconds", type=float, help="training seconds a point, instead of steps")
+    points = parser.add_mutually_exclusive_group()
+    points.add_argument("--lambdas", type=float, nargs="+", help="lambdas (default 0.003 0.01 0.03 0.1)")
+    points.add_argument("--target-bpps", type=float, nargs="+", help="rate-control targets in bits per pixel, instead of lambdas")
     parser.add_argument("--mlp-bits", type=int, nargs="+", default=[16, 8], help="the MLP widths each lambda's file is measured at")
     parser.add_argument("--crfs", type=int, nargs="+", default=[22, 26, 30, 34, 38, 42], help="x265 crfs")
     parser.add_argument("--output-dir", type=Path, default=Path("rd-nvp-c"))
@@ -57,13 +58,15 @@ def main() -> None:
     video = source.load()
     shape = VideoShape(video.num_frames, video.height, video.width)
     info = VideoInfo("nvp-c", video.fps, source.selection)
+    steps = None if args.seconds else args.steps or 2000
+    settings = [{"target_bpp": bpp} for bpp in args.target_bpps] if args.target_bpps else [{"lmbda": value} for value in args.lambdas or (0.003, 0.01, 0.03, 0.1)]
     runs = []
-    for lmbda in args.lambdas:
-        methods.METHODS["nvp-c"] = replace(methods.METHODS["nvp-c"], field=replace(methods.NVP_C, rate=RateConfig(lmbda=lmbda)))
-        start = time.perf_counter()
-        _, field = psnr_against_time(FitConfig(method="nvp-c", device="cpu", steps=args.steps, eval_every=float("inf"), eval_frames=0), video, shape)
+    for setting in settings:
+        config = FitConfig(method="nvp-c", device="cpu", steps=steps, seconds=args.seconds or 0.0, eval_every=float("inf"), eval_frames=0, **setting)
+        trace, field = psnr_against_time(config, video, shape, final_frames=[0])  # every frame is scored below, as uint8
         field.eval()
-        label = f"nvp-c lambda {lmbda:g} ({args.steps} steps, {time.perf_counter() - start:.0f} s)"
+        name = f"target {setting['target_bpp']:g} bpp" if "target_bpp" in setting else f"lambda {setting['lmbda']:g}"
+        label = f"nvp-c {name} ({trace[-1]['steps']} steps, {trace[-1]['seconds']:.0f} s)"
         points = [nvp_point(label, f"{bits}-bit MLP", field, info, CodecOptions(mlp_bits=bits), video.frames, CHUNK) for bits in args.mlp_bits]
         uncompressed = mean_psnr(render_video(field, CHUNK), video.frames)
         runs.append(RunResult(label, Path("-"), shape, uncompressed, raw_8bit_bytes(field), points, "nvp-c"))

@@ -24,12 +24,9 @@ INFO = VideoInfo("nvp-c", 25.0, FrameSelection(max_frames=8, downscale=2))
 def trained(lmbda: float, steps: int = 20, seed: int = 0):
     """nvp-c fitted to 8 frames of carphone at 88x72 through the core loop, in eval mode."""
     video = SOURCE.load()
-    METHODS["nvp-c"] = replace(METHODS["nvp-c"], field=replace(NVP_C, rate=RateConfig(lmbda=lmbda)))
-    try:
-        config = FitConfig(method="nvp-c", device="cpu", steps=steps, train_batch=2048, eval_every=float("inf"), seed=seed)
-        _, field = psnr_against_time(config, video, VideoShape(video.num_frames, video.height, video.width))
-    finally:
-        METHODS["nvp-c"] = replace(METHODS["nvp-c"], field=NVP_C)
+    config = FitConfig(method="nvp-c", device="cpu", steps=steps, train_batch=2048, eval_every=float("inf"), seed=seed, lmbda=lmbda)
+    _, field = psnr_against_time(config, video, VideoShape(video.num_frames, video.height, video.width))
+    assert field.rate.config.lmbda == lmbda
     return field.eval()
 
 
@@ -168,3 +165,18 @@ def test_nvp_rd_measures_a_rate_trained_field_once_per_mlp_width(field) -> None:
     # Every other setting stays; the "16-bit MLP" point is the base itself for a field not trained for rate.
     assert [name for name, _ in plain_sweep] == [name for name, _ in sweep if name != "16-bit MLP"]
     assert plain_sweep[0][1].for_field(plain).mlp_bits == 16
+
+
+def test_rate_settings_apply_to_methods_trained_for_rate_only() -> None:
+    from nvp_nerfstudio.fit import build_field, check_methods
+
+    config = FitConfig(method="nvp-c", device="cpu", lmbda=0.2, target_bpp=0.05)
+    field = build_field(config, VideoShape(4, 16, 24))
+    assert (field.rate.config.lmbda, field.rate.config.target_bpp) == (0.2, 0.05)
+    assert float(field.rate.lmbda) == pytest.approx(0.2)
+    assert not hasattr(build_field(replace(config, method="nvp"), VideoShape(4, 16, 24)), "rate")
+    check_methods(["nvp", "nvp-c"], config)  # nvp-c uses them: no error
+    with pytest.raises(SystemExit, match="apply to methods trained for rate"):
+        check_methods(["nvp", "ngp-video"], config)
+    with pytest.raises(SystemExit, match="--target-bpp above 0"):
+        check_methods(["nvp-c"], replace(config, target_bpp=0.0))

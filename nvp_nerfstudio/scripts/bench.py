@@ -219,7 +219,7 @@ def expand_runs(config: BenchConfig) -> list[BenchConfig]:
     """One run per method, grid backend and MLP backend, in the order given; a method without grids (or
     without a modulated SIREN) runs once for those."""
     methods = tuple(METHODS) if config.methods == ("all",) else config.methods
-    check_methods(methods)
+    check_methods(methods, config)
     if not config.grid_backends:
         raise SystemExit("error: no grid backend given: choose from auto, torch, numba, triton, tcnn")
     if not config.mlp_backends:

@@ -106,7 +106,7 @@ def report(config: SuiteConfig, results: dict[str, dict[str, dict]], clips: dict
 
 @command()
 def main(config: SuiteConfig) -> dict[str, dict[str, dict]]:
-    check_methods(config.methods)
+    check_methods(config.methods, config)
     if config.baseline not in config.methods:
         raise SystemExit(f"error: --baseline {config.baseline} is not among --methods {' '.join(config.methods)}")
     clips = read_suite(config.suite, config.clips_dir)

@@ -68,9 +68,9 @@ def run_command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(Path(sys.executable).parent / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
-def train_tiny_run(output_dir: Path, data: str = "sample:carphone", *args: str) -> Path:
-    """`ns-train nvp` of a tiny run on `data`; returns its config.yml."""
-    result = run_command("ns-train", "nvp", "--data", data, *TINY_RUN_ARGS, *args, "--output-dir", str(output_dir), cwd=output_dir.parent)
+def train_tiny_run(output_dir: Path, data: str = "sample:carphone", *args: str, method: str = "nvp") -> Path:
+    """`ns-train METHOD` of a tiny run on `data`; returns its config.yml."""
+    result = run_command("ns-train", method, "--data", data, *TINY_RUN_ARGS, *args, "--output-dir", str(output_dir), cwd=output_dir.parent)
     assert result.returncode == 0, result.stderr[-3000:]
-    (config,) = output_dir.glob("*/nvp/*/config.yml")
+    (config,) = output_dir.glob(f"*/{method}/*/config.yml")
     return config

@@ -88,16 +88,20 @@ def test_ns_eval_passes_over_a_half_written_newest_checkpoint(run_with_checkpoin
     assert json.loads(output.read_text())["checkpoint"].endswith("step-000000009.ckpt")
 
 
-def test_a_resumed_run_ends_with_the_field_of_a_run_straight_through(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["nvp", "nvp-c"])
+def test_a_resumed_run_ends_with_the_field_of_a_run_straight_through(tmp_path: Path, method: str) -> None:
     """Stopped after step 10 of 20 and resumed for the 9 steps left, a run ends bit for bit where one run of 20 steps
-    does: same pixels drawn (train and eval samplers), same schedule (the interrupted run's), same optimiser state."""
+    does: same pixels drawn (train and eval samplers), same schedule (the interrupted run's), same optimiser state;
+    for a field trained for rate, the same switch from noise to rounding (at 70 % of the interrupted run's steps)."""
     schedule = ["--steps-per-eval-batch", "4", "--save-only-latest-checkpoint", "False", "--steps-per-save", "10"]
-    straight = train_tiny_run(tmp_path / "straight", "sample:carphone", *schedule, "--max-num-iterations", "20").parent
+    straight = train_tiny_run(tmp_path / "straight", "sample:carphone", *schedule, "--max-num-iterations", "20", method=method).parent
     interrupted = tmp_path / "interrupted" / "nerfstudio_models"
     interrupted.mkdir(parents=True)
     # What a run killed after its save at step 10 leaves: the straight run's own checkpoint of that step.
     (interrupted / "step-000000010.ckpt").write_bytes((straight / "nerfstudio_models" / "step-000000010.ckpt").read_bytes())
-    resumed = train_tiny_run(tmp_path / "resumed", "sample:carphone", *schedule, "--max-num-iterations", "9", "--load-dir", str(interrupted)).parent
+    resumed = train_tiny_run(
+        tmp_path / "resumed", "sample:carphone", *schedule, "--max-num-iterations", "9", "--load-dir", str(interrupted), method=method
+    ).parent
     ends = [torch.load(run / "nerfstudio_models" / "step-000000019.ckpt", map_location="cpu") for run in (straight, resumed)]
     fields = [{key: value for key, value in end["pipeline"].items() if key.startswith("_model.field.")} for end in ends]
     assert sorted(fields[0]) == sorted(fields[1]) and fields[0]

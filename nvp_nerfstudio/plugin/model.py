@@ -76,8 +76,11 @@ class VideoModel(Model):
         )
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        """A field trained for rate switches from noise to rounding part-way through the run (rate.py)."""
-        total = max(training_callback_attributes.trainer.config.max_num_iterations, 1)
+        """A field trained for rate switches from noise to rounding part-way through the run (rate.py): through the
+        run as the learning-rate schedule counts it, which a resumed run takes from the run it resumes (a resume
+        trains --max-num-iterations more steps)."""
+        schedule = training_callback_attributes.optimizers.schedulers["fields"].lr_lambdas[0]
+        total = getattr(schedule, "total_steps", max(training_callback_attributes.trainer.config.max_num_iterations, 1))
         return [
             TrainingCallback(
                 [TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], lambda step: set_training_progress(self.field, step / total)

@@ -4,8 +4,8 @@ NVP-S and NVP-L follow the paper (Kim et al., NeurIPS 2022): latent keyframes of
 from resolution 16 with 2 (S) or 4 (L) features, a modulated SIREN of 3 layers x 128, AdamW at 1e-2
 with weight decay 1e-3 and cosine decay to 1e-5 (Adam's beta2 and eps are instant-ngp's: see
 nvp_nerfstudio/methods.py). The reference code's coarse per-frame 3D feature grid is a multi-resolution hash grid
-over (x, y, t) here (see the README). `nvp-fast` is NVP-S with a 32-wide MLP and a finer 3D hash grid
-with 4x the entries, sized for CPUs.
+over (x, y, t) here (see the README). `nvp-fast` is NVP-S sized for CPUs: a 32-wide MLP, 8 keyframe
+levels and a 3D hash grid with 4x the entries whose finest level has a vertex per pixel and per frame.
 """
 
 from __future__ import annotations

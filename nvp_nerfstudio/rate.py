@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 from jaxtyping import Float
@@ -46,9 +46,9 @@ class RateConfig:
     """Fraction of the run after which quantisation is rounding (straight through) instead of uniform noise."""
     init_step: float = 2.0**-7
     """Initial quantisation step of every level and channel (learned from there)."""
-    mlp_bits: int = 8
-    """Bits per value the file stores the other tensors (the MLP) at (nvp-compress's default for a field trained
-    for rate): counted in the size rate control steers."""
+    mlp_bits: Literal[8, 16, 32] = 8
+    """Bits per value the file stores the other tensors (the MLP) at, unless nvp-compress is told otherwise
+    (CodecOptions.for_field): counted in the size rate control steers."""
 
 
 class SimulatedQuantisation(torch.autograd.Function):

@@ -80,8 +80,9 @@ class CodecOptions:
     """Bits per value of the entropy-coded (hashed) levels (the paper's latents: 8); fewer trade quality for size."""
     mlp_bits: Optional[Literal[8, 16, 32]] = None
     """Width of everything that is not a grid (the MLPs): 16 or 32, floats; 8, each weight matrix as 8-bit integers
-    with a float32 scale per row (vectors stay float16). None: 8 for a field trained for rate (nvp-c: its MLP was
-    47 % of a 60 kB file on bikes 320x136), 16 for the others."""
+    with a float32 scale per row (vectors stay float16). None: for a field trained for rate, the width its rate
+    term counted (RateConfig.mlp_bits, 8 by default: nvp-c's MLP was 47 % of a 60 kB file on bikes 320x136 at
+    16); 16 for the others."""
 
     def resolved(self) -> "CodecOptions":
         """The same options with the codecs' defaults filled in, as the header records them; ValueError when out of range."""
@@ -99,8 +100,8 @@ class CodecOptions:
 
     def for_field(self, field: VideoField) -> "CodecOptions":
         """The options resolved, with the MLP's width this field gets where none was asked for."""
-        trained_for_rate = any(grid.quantiser is not None for _, grid in grids(field))
-        return replace(self.resolved(), mlp_bits=self.mlp_bits or (8 if trained_for_rate else 16))
+        rate = getattr(field, "rate", None)
+        return replace(self.resolved(), mlp_bits=self.mlp_bits or (rate.config.mlp_bits if rate is not None else 16))
 
 
 @dataclass(frozen=True)

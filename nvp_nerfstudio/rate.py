@@ -4,7 +4,8 @@ Each grid gets a quantiser: per (level, channel) a learned step and an entropy m
 (compression/latent_model.py). Training reads the grid through it: symbols = latents / step plus uniform noise
 (the rate's stand-in for rounding), then, from `ste_from` of the run on, rounded with the identity's gradient;
 evaluation rounds. The loss adds lambda x the estimated bits per pixel of those symbols to the distortion, and
-with a `target_bpp` lambda follows the estimate (rate control). The .nvp file stores exactly the rounded
+with a `target_bpp` lambda follows the estimated size of the file, the symbols rounded (rate control, paced by
+the run and aimed along a path from the first step's size to the target). The .nvp file stores exactly the rounded
 symbols, range-coded under the trained models, and each step: a decoded field renders what the trained one
 renders in evaluation.
 
@@ -21,14 +22,18 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from nvp_nerfstudio.compression.geometry import level_geometry
+from nvp_nerfstudio.compression.latent_coder import LevelModel
 from nvp_nerfstudio.compression.latent_model import LatentEntropyModel, QuantiseMode, rounded_straight_through
 from nvp_nerfstudio.encodings.grid import GridEncoding
-from nvp_nerfstudio.encodings.layout import GridLayout
 
 # Entries of a grid whose rate a training step estimates: each level's share of them drawn uniformly from the
 # level, their bits scaled up, so the estimate stays unbiased while a step does not pay for the entropy model of
 # every entry of a hash table.
 RATE_SAMPLE = 1 << 16
+LEVEL_OVERHEAD = 58
+"""Bytes a latent level's section takes besides its symbols, steps and model (nvp-c on bikes at 320x136:
+file size less the estimate over 44 levels, 86 bytes a level, of which the steps and model are 28)."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +45,20 @@ class RateConfig:
     target_bpp: Optional[float] = None
     """Rate control: lmbda is adapted every step so the estimated file size approaches this many bits per
     pixel (latents and the other tensors at mlp_bits); None keeps lmbda fixed."""
-    control_gain: float = 0.05
-    """How fast lmbda follows the target: per step it is multiplied by exp(gain x (estimate / target - 1))."""
+    control_gain: float = 10.0
+    """How fast rate control raises lmbda while the estimate is above the rate it aims at: over a fraction p of
+    the run, by exp(gain x p x log(estimate / aim)), the log clamped to 1 (an integrator on log lmbda paced by
+    the run's length, so a long run does not wind lmbda up further than a short one)."""
+    release_gain: float = 25.0
+    """The same gain for lowering lmbda while the estimate is below the aim: faster, because a lmbda too high
+    shrinks the latents further than the optimiser soon undoes, while one too low only delays the rate's fall."""
+    reach_at: float = 0.7
+    """Rate control aims at a rate that falls (or rises) geometrically from the first step's to the target
+    by this fraction of the run, then holds it: the latents' rate follows lmbda only at the optimiser's pace,
+    and an integrator aimed at the target from the first step winds lmbda up by orders of magnitude, collapses
+    the latents and leaves the file far below its target."""
+    lmbda_range: tuple[float, float] = (1e-6, 1e4)
+    """Rate control keeps lmbda within these bounds (anti-windup: a target out of reach does not drive it on)."""
     ste_from: float = 0.7
     """Fraction of the run after which quantisation is rounding (straight through) instead of uniform noise."""
     init_step: float = 2.0**-7
@@ -94,10 +111,13 @@ class SimulatedQuantisation(torch.autograd.Function):
 class LatentQuantiser(nn.Module):
     """The table a rate-aware grid's backends read: each level quantised under its own step and entropy model."""
 
-    def __init__(self, layout: GridLayout, features: int, config: RateConfig) -> None:
+    def __init__(self, grid: GridEncoding, config: RateConfig) -> None:
         super().__init__()
-        self.layout = layout
-        self.model = LatentEntropyModel(len(layout.level_sizes), features, init_step=config.init_step)
+        self.layout = grid.layout
+        self.model = LatentEntropyModel(len(grid.layout.level_sizes), grid.config.features_per_level, init_step=config.init_step)
+        self.coded_rows: Optional[list[Tensor]] = None
+        """Each level's rows that the file codes (those input in [0, 1] reaches, geometry.py), found at the first
+        estimate: the rest never reaches the output, is stored as zero, and costs nothing."""
         self.mode: QuantiseMode = "noise"
         self.baked = False
         """Set on a decoded field: its table already holds symbols x step, as the file stores them."""
@@ -116,23 +136,36 @@ class LatentQuantiser(nn.Module):
         self.last = (table, steps, noise)
         return SimulatedQuantisation.apply(table, steps, sizes, noise)
 
-    def estimated_bits(self) -> Tensor:
-        """Bits of the last training forward's symbols under the entropy models, from about RATE_SAMPLE entries:
-        each level's share drawn uniformly from it and gathered in one indexing (whose gradient is one table)."""
+    def estimated_bits(self, grid: GridEncoding) -> tuple[Tensor, float]:
+        """Bits of the last training forward's symbols under the entropy models, from about RATE_SAMPLE of the
+        coded entries: each level's share drawn uniformly from its coded rows and gathered in one indexing
+        (whose gradient is one table); the rows never coded get no rate gradient (under noise it would walk
+        each of them by about a learning rate a step, and the estimate would count them);
+        and, without a gradient, the bits of the same entries rounded, as the file codes them. Under noise the
+        two differ most where the rate is lowest: a symbol the model is sure of costs about 0.15 bits with noise
+        (the logistic's narrowest scale, 1/16) and next to none rounded."""
         table, steps, noise = self.last
+        if self.coded_rows is None:
+            self.coded_rows = [torch.from_numpy(level_geometry(grid, level).entries + offset).to(table.device) for level, offset in enumerate(self.layout.offsets)]
+        sizes = [len(rows) for rows in self.coded_rows]
         picks, counts = [], []
-        for offset, size in zip(self.layout.offsets, self.layout.level_sizes):
-            count = min(size, max(1, RATE_SAMPLE * size // len(table)))
-            picks.append(offset + (torch.randint(size, (count,), device=table.device) if count < size else torch.arange(size, device=table.device)))
+        for rows, size in zip(self.coded_rows, sizes):
+            count = min(size, max(1, RATE_SAMPLE * size // sum(sizes)))
+            picks.append(rows[torch.randint(size, (count,), device=table.device)] if count < size else rows)
             counts.append(count)
         rows = torch.cat(picks)
         levels = torch.repeat_interleave(torch.arange(len(counts), device=table.device), torch.tensor(counts, device=table.device))
         scaled = table[rows] / steps[levels]
         symbols = scaled + noise[rows] if noise is not None else rounded_straight_through(scaled)
-        total = table.new_zeros(())
-        for level, (part, size, count) in enumerate(zip(symbols.split(counts), self.layout.level_sizes, counts)):
-            total = total + self.model.bits(part, level) * (size / count)
-        return total
+        total, rounded = table.new_zeros(()), 0.0
+        with torch.no_grad():
+            coded = torch.round(scaled) if noise is not None else symbols
+        for level, (part, coded_part, size, count) in enumerate(zip(symbols.split(counts), coded.split(counts), sizes, counts)):
+            bits = self.model.bits(part, level)
+            total = total + bits * (size / count)
+            with torch.no_grad():
+                rounded += float(self.model.bits(coded_part, level) if noise is not None else bits) * (size / count)
+        return total, rounded
 
     def steps(self) -> Float[Tensor, "levels features"]:
         """Every level's step, computed in one place: evaluation and the file use these very float32 values."""
@@ -148,10 +181,15 @@ class RateState(nn.Module):
         self.config = config
         self.pixels = pixels
         self.fixed_bits = fixed_bits
-        """Bits of what rate-aware training does not shrink: the other tensors at mlp_bits."""
+        """Bits of what rate-aware training does not shrink: the other tensors at mlp_bits, and what each latent
+        level's section stores besides its symbols."""
         self.register_buffer("lmbda", torch.tensor(config.lmbda, dtype=torch.float64))
+        self.register_buffer("progress", torch.tensor(0.0, dtype=torch.float64))
+        """The fraction of the run done at the last training step (rate control paces lmbda by it)."""
+        self.register_buffer("first_bpp", torch.tensor(float("nan"), dtype=torch.float64))
+        """The estimate at the run's first step, where rate control's aim starts."""
         self.estimated_bpp = float("nan")
-        """The file's estimated bits per pixel at the last training step."""
+        """The file's estimated bits per pixel at the last training step: the latents rounded, as coded."""
 
 
 def parameter_groups(field: nn.Module) -> dict[str, list[nn.Parameter]]:
@@ -164,8 +202,12 @@ def parameter_groups(field: nn.Module) -> dict[str, list[nn.Parameter]]:
     return groups
 
 
+def rate_grids(field: nn.Module) -> list[GridEncoding]:
+    return [module for module in field.modules() if isinstance(module, GridEncoding) and module.quantiser is not None]
+
+
 def quantisers(field: nn.Module) -> list[LatentQuantiser]:
-    return [module.quantiser for module in field.modules() if isinstance(module, GridEncoding) and module.quantiser is not None]
+    return [grid.quantiser for grid in rate_grids(field)]
 
 
 def attach(field: nn.Module, config: RateConfig) -> None:
@@ -174,34 +216,56 @@ def attach(field: nn.Module, config: RateConfig) -> None:
     if not grids:
         raise ValueError(f"{type(field).__name__} has no grid to train for rate: rate-aware training needs grid latents")
     for grid in grids:
-        grid.quantiser = LatentQuantiser(grid.layout, grid.config.features_per_level, config)
+        grid.quantiser = LatentQuantiser(grid, config)
     grid_values = sum(grid.params.numel() for grid in grids)
     other_values = sum(p.numel() for p in field.parameters()) - grid_values - sum(p.numel() for q in quantisers(field) for p in q.parameters())
+    level_bytes = sum(len(grid.layout.level_sizes) * latent_level_bytes(grid.config.features_per_level) for grid in grids)
     shape = field.shape
-    field.rate = RateState(config, shape.num_frames * shape.height * shape.width, other_values * config.mlp_bits)
+    field.rate = RateState(config, shape.num_frames * shape.height * shape.width, other_values * config.mlp_bits + 8 * level_bytes)
+
+
+def latent_level_bytes(channels: int) -> int:
+    """What a latent level's section stores besides its symbols' bits: its steps and entropy model, and about
+    LEVEL_OVERHEAD bytes for its entry in the file's header and the range coder's last words."""
+    return 4 * channels + LevelModel.stored_size(channels) + LEVEL_OVERHEAD
 
 
 def set_training_progress(field: nn.Module, progress: float) -> None:
-    """Noise early in the run, straight-through rounding from `ste_from` on."""
+    """Noise early in the run, straight-through rounding from `ste_from` on; rate control's pace."""
     state = getattr(field, "rate", None)
     if state is None:
         return
+    if state.config.target_bpp is not None:
+        control(state, progress)
     mode: QuantiseMode = "noise" if progress < state.config.ste_from else "ste"
     for quantiser in quantisers(field):
         quantiser.mode = mode
 
 
+def control(state: RateState, progress: float) -> None:
+    """Move lmbda toward the target by the last step's estimate, in proportion to the run done since then."""
+    done = progress - float(state.progress)
+    state.progress.fill_(progress)
+    if done <= 0 or not math.isfinite(state.estimated_bpp):
+        return
+    if not math.isfinite(state.first_bpp):
+        state.first_bpp.fill_(state.estimated_bpp)
+    config = state.config
+    aim = config.target_bpp * (float(state.first_bpp) / config.target_bpp) ** max(0.0, 1.0 - progress / config.reach_at)
+    error = max(-1.0, min(1.0, math.log(state.estimated_bpp / aim)))
+    low, high = config.lmbda_range
+    gain = config.control_gain if error > 0 else config.release_gain
+    state.lmbda.mul_(math.exp(gain * done * error)).clamp_(low, high)
+
+
 def rate_loss(field: nn.Module) -> Optional[Tensor]:
     """lmbda x the estimated bits per pixel of the last training forward's latents (None for a field not trained
-    for rate, or in evaluation: nerfstudio's evaluation losses must not move lmbda); with a target, lmbda then
-    moves toward it."""
+    for rate, or in evaluation: nerfstudio's evaluation losses must not count as training steps); records the
+    estimate of the file's size that rate control follows."""
     state = getattr(field, "rate", None)
     if state is None or not field.training:
         return None
-    bits = sum(quantiser.estimated_bits() for quantiser in quantisers(field))
-    bpp = bits / state.pixels
-    state.estimated_bpp = float(bpp.detach()) + state.fixed_bits / state.pixels
-    target = state.config.target_bpp
-    if target is not None:
-        state.lmbda.mul_(math.exp(state.config.control_gain * max(-1.0, min(1.0, state.estimated_bpp / target - 1.0))))
+    estimates = [grid.quantiser.estimated_bits(grid) for grid in rate_grids(field)]
+    bpp = sum(bits for bits, _ in estimates) / state.pixels
+    state.estimated_bpp = (sum(rounded for _, rounded in estimates) + state.fixed_bits) / state.pixels
     return state.lmbda.float() * bpp

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import replace
 
 import pytest
@@ -77,6 +79,22 @@ def test_the_rate_estimate_is_the_latents_bitstream_within_two_percent(field) ->
     assert abs(coded - estimated) < 0.02 * coded + 64 * len(levels(field))  # + the steps and models each section stores
 
 
+def test_the_estimate_rate_control_follows_is_the_files_size_within_five_percent(field) -> None:
+    """The estimate of the whole file (latents from a sample of the coded entries, the rest counted) against the
+    real bytes: the grids' rows that input in [0, 1] never reaches are not coded, and must not be counted."""
+    training = copy.deepcopy(field).train()
+    xyt = torch.rand(4096, 3, generator=torch.Generator().manual_seed(0))
+    estimates = []
+    for _ in range(4):
+        training(xyt)
+        rate_loss(training)
+        estimates.append(training.rate.estimated_bpp)
+    estimate = sum(estimates) / len(estimates)
+    data = container.to_bytes(compress(field, INFO, CodecOptions()))
+    actual = 8 * len(data) / field.rate.pixels
+    assert abs(estimate - actual) < 0.05 * actual, (estimate, actual)
+
+
 def test_a_higher_lambda_gives_fewer_bytes() -> None:
     low, high = (len(container.to_bytes(compress(trained(lmbda), INFO, CodecOptions()))) for lmbda in (1e-3, 1.0))
     assert high < 0.8 * low
@@ -136,15 +154,25 @@ def test_simulated_quantisation_has_the_gradients_of_its_formula(with_noise: boo
         assert torch.allclose(got, want, rtol=1e-12, atol=1e-15)
 
 
-def test_rate_control_moves_lambda_toward_the_target() -> None:
+def test_rate_control_moves_lambda_toward_the_target_by_the_run_done_and_within_its_bounds() -> None:
     torch.manual_seed(0)
     xyt = torch.rand(256, 3)
-    for target, direction in ((1e-6, 1), (1e6, -1)):
-        field = replace(NVP_C, rate=RateConfig(lmbda=1e-2, target_bpp=target)).setup(shape=VideoShape(4, 16, 24)).train()
-        for _ in range(3):
+    for target, direction in ((1e-9, 1), (1e9, -1)):
+        config = RateConfig(lmbda=1e-2, target_bpp=target, control_gain=10.0, release_gain=20.0, lmbda_range=(1e-4, 1e-1))
+        gain = config.control_gain if direction > 0 else config.release_gain
+        field = replace(NVP_C, rate=config).setup(shape=VideoShape(4, 16, 24)).train()
+        lmbdas = []
+        for progress in (0.0, 0.1, 0.1, 0.15, 1.0):
+            set_training_progress(field, progress)
+            lmbdas.append(float(field.rate.lmbda))
             field(xyt)
             rate_loss(field)
-        assert (float(field.rate.lmbda) - 1e-2) * direction > 0
+        # Unmoved before the first estimate and when no run was done since the last step; else toward the target,
+        # by exp(gain x the fraction of the run done) this far from it, and no further than its bounds.
+        assert lmbdas[0] == 1e-2 and lmbdas[2] == lmbdas[1]
+        assert lmbdas[1] == pytest.approx(1e-2 * math.exp(gain * 0.1 * direction))
+        assert lmbdas[3] == pytest.approx(lmbdas[2] * math.exp(gain * 0.05 * direction))
+        assert lmbdas[4] == config.lmbda_range[1 if direction > 0 else 0]
 
 
 def test_a_field_without_grids_cannot_train_for_rate() -> None:

@@ -186,8 +186,8 @@ class RateState(nn.Module):
         self.register_buffer("lmbda", torch.tensor(config.lmbda, dtype=torch.float64))
         self.register_buffer("progress", torch.tensor(0.0, dtype=torch.float64))
         """The fraction of the run done at the last training step (rate control paces lmbda by it)."""
-        self.register_buffer("first_bpp", torch.tensor(float("nan"), dtype=torch.float64))
-        """The estimate at the run's first step, where rate control's aim starts."""
+        self.register_buffer("first_bpp", torch.tensor(0.0, dtype=torch.float64))
+        """The estimate at the run's first step, where rate control's aim starts (0 before it: an estimate never is)."""
         self.estimated_bpp = float("nan")
         """The file's estimated bits per pixel at the last training step: the latents rounded, as coded."""
 
@@ -248,7 +248,7 @@ def control(state: RateState, progress: float) -> None:
     state.progress.fill_(progress)
     if done <= 0 or not math.isfinite(state.estimated_bpp):
         return
-    if not math.isfinite(state.first_bpp):
+    if float(state.first_bpp) == 0.0:
         state.first_bpp.fill_(state.estimated_bpp)
     config = state.config
     aim = config.target_bpp * (float(state.first_bpp) / config.target_bpp) ** max(0.0, 1.0 - progress / config.reach_at)

@@ -304,3 +304,27 @@ def test_ns_train_refuses_frames_under_7_pixels_in_one_line(tmp_path: Path) -> N
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: the frames of ") and "(8x6 after downscale 21): too small" in result.stderr
     assert list((tmp_path / "out").rglob("*")) == []
+
+
+@pytest.mark.parametrize("source", ["missing.mp4", "notes.mp4"])
+def test_ns_train_names_a_bad_source_in_one_line_before_printing_its_configuration(tmp_path: Path, source: str) -> None:
+    from conftest import run_command
+
+    (tmp_path / "notes.mp4").write_text("not a video\n")
+    result = run_command("ns-train", "nvp", "--data", str(tmp_path / source), "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and str(tmp_path / source) in last
+    assert "VideoTrainerConfig(" not in result.stdout + result.stderr  # nerfstudio's configuration dump never came
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a machine with a GPU, CUDA is what the flag asks for")
+def test_asking_for_cuda_without_a_gpu_is_an_error_and_the_default_is_the_cpu() -> None:
+    from nerfstudio.configs.base_config import MachineConfig
+
+    from nvp_nerfstudio.plugin.training import VideoTrainerConfig
+
+    assert VideoTrainerConfig().machine.device_type == "cpu"
+    with pytest.raises(SystemExit, match="--machine.device-type cuda asks for a GPU, and torch sees none"):
+        VideoTrainerConfig(machine=MachineConfig(device_type="cuda"))

@@ -13,7 +13,7 @@ from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
 from nvp_nerfstudio.data.masks import load_mask
-from nvp_nerfstudio.data.video import FrameSelection, VideoFrames, VideoInputError, holdout_split, load_video
+from nvp_nerfstudio.data.video import FrameSelection, VideoFrames, VideoInputError, holdout_split, load_video, open_frames
 
 # Frames lie in the plane z = 0, longest side 1, x right and y up. Each orthographic camera sits at
 # z = 1 looking down -z; nerfstudio puts an orthophoto ray's origin at the pixel's (x, y) on that plane.
@@ -46,6 +46,19 @@ class VideoDataParserConfig(DataParserConfig):
     Masked pixels are left out of training; evaluation scores them apart from the rest."""
 
 
+    def selection(self) -> FrameSelection:
+        return FrameSelection(self.start_frame, self.end_frame, self.stride, self.max_frames, self.downscale, self.keep_decoded_prefix)
+
+    def check_source(self, data: Path) -> None:
+        """Open the source and read its size (no frame decoded): one error line for a missing, unreadable or
+        too-small source, for ns-train to print before its configuration."""
+        try:
+            holdout_split(0, self.holdout_every)
+            open_frames(data, self.selection()).frames.close()
+        except VideoInputError as err:
+            raise SystemExit(f"error: {err}") from None
+
+
 class VideoDataParser(DataParser):
     config: VideoDataParserConfig
     includes_time = True  # the viewer shows its Time slider for data parsers with time
@@ -65,9 +78,7 @@ class VideoDataParser(DataParser):
         config = self.config
         try:
             holdout_split(0, config.holdout_every)  # checks the flag before a long decode
-            selection = FrameSelection(
-                config.start_frame, config.end_frame, config.stride, config.max_frames, config.downscale, config.keep_decoded_prefix
-            )
+            selection = config.selection()
             video = load_video(config.data, selection)
             if config.mask is not None:
                 video.missing = load_mask(config.mask, video, selection)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, Literal, Tuple, Type
 
 import torch
+from nerfstudio.configs.base_config import MachineConfig
 from nerfstudio.engine.optimizers import OptimizerConfig
 from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
@@ -180,15 +181,21 @@ def newest_readable_step(folder: Path) -> int:
 @dataclass
 class VideoTrainerConfig(TrainerConfig):
     """nerfstudio's trainer config, made to follow the command line: the cosine schedule ends with
-    `--max-num-iterations`, and a machine without CUDA trains on the CPU without a flag."""
+    `--max-num-iterations`; a run trains on CUDA where torch sees a GPU and on the CPU elsewhere, and
+    `--machine.device-type cuda` on a machine without one is an error."""
 
     _target: Type = field(default_factory=lambda: VideoTrainer)
+    machine: MachineConfig = field(default_factory=lambda: MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"))
+    """CUDA where torch sees a GPU, else the CPU: `--machine.device-type cuda` without one is an error."""
 
     def __post_init__(self) -> None:
         if self.max_num_iterations < 1:
             raise SystemExit(f"error: --max-num-iterations must be at least 1, got {self.max_num_iterations}")
         if self.machine.device_type == "cuda" and not torch.cuda.is_available():
-            self.machine = replace(self.machine, device_type="cpu")
+            raise SystemExit(
+                "error: --machine.device-type cuda asks for a GPU, and torch sees none on this machine: "
+                "leave the flag out (or pass cpu) to train on the CPU"
+            )
         self.optimizers = {
             name: {
                 **group,
@@ -208,6 +215,15 @@ class VideoTrainerConfig(TrainerConfig):
         if name == "load_dir" and value is not None and "load_step" in self.__dict__ and Path(value).is_dir():
             if self.load_step is None or not (Path(value) / f"step-{self.load_step:09d}.ckpt").is_file():
                 self.load_step = newest_readable_step(Path(value))
+
+    def print_to_terminal(self) -> None:
+        """ns-train prints the configuration (about 180 lines) before anything loads: a missing or unreadable
+        source is checked first, so its error is the one line printed, not the last of two hundred."""
+        datamanager = self.pipeline.datamanager
+        dataparser = getattr(datamanager, "dataparser", None)
+        if hasattr(dataparser, "check_source"):
+            dataparser.check_source(getattr(datamanager, "data", None) or dataparser.data)
+        super().print_to_terminal()
 
     def save_config(self) -> None:
         """Deferred to VideoTrainer.setup (write_config): ns-train saves the config before anything has loaded, and

@@ -89,3 +89,31 @@ def test_a_run_written_before_fingerprints_still_loads(trained) -> None:
     finally:
         checkpoint.write_bytes(written)
     assert loaded == checkpoint and video.source == str(root / "clip.mp4")
+
+
+PEAK_OF_SOURCE_FRAMES = """
+import sys
+from nvp_nerfstudio.data.video import FrameSelection
+from nvp_nerfstudio.memory import peak_rss_mib
+from nvp_nerfstudio.plugin.runs import source_frames
+before = peak_rss_mib()
+frames = source_frames(sys.argv[1], FrameSelection(), None)[0]
+print(frames, peak_rss_mib() - before)
+"""
+
+
+def test_the_field_loader_of_nvp_render_and_nvp_compress_holds_one_frame_at_a_time(tmp_path: Path) -> None:
+    """nvp-render and nvp-compress read the source only for its frame rate and to check it against the run's
+    fingerprint: 540 more frames of 320x180 are 89 MiB as uint8, which a loader holding the video would grow by."""
+    import subprocess
+    import sys
+
+    from conftest import moving_gradient
+
+    growth = {}
+    for frames in (60, 600):
+        clip = write_clip(tmp_path / f"clip{frames}.mp4", moving_gradient(frames, 180, 320))
+        result = subprocess.run([sys.executable, "-c", PEAK_OF_SOURCE_FRAMES, str(clip)], capture_output=True, text=True, check=True)
+        counted, growth[frames] = result.stdout.split()
+        assert int(counted) == frames
+    assert float(growth[600]) - float(growth[60]) < 89 / 2, growth

@@ -21,7 +21,7 @@ from nvp_nerfstudio.compression.container import Container
 from nvp_nerfstudio.compression.field_codec import CodecOptions, compress
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.metrics import bits_per_pixel
-from nvp_nerfstudio.plugin.runs import check_run, load_run
+from nvp_nerfstudio.plugin.runs import check_run, load_field
 
 CONSOLE = Console()
 
@@ -52,7 +52,7 @@ def main(config: CompressConfig) -> None:
     check_run(config.load_config)
     if config.output.is_dir() or not config.output.parent.is_dir():
         raise SystemExit(f"error: cannot write {config.output}: give a file path in an existing folder, e.g. clip.nvp")
-    field, info, _, checkpoint = load_run(config.load_config)
+    field, info, checkpoint = load_field(config.load_config)
     start = time.perf_counter()
     try:
         stored = compress(field, info, config.codecs)

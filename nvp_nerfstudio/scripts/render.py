@@ -21,6 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from nvp_nerfstudio.cli import command
 from nvp_nerfstudio.data.output import FrameWriter, check_output, to_uint8
+from nvp_nerfstudio.data.video import VideoFrames
+from nvp_nerfstudio.plugin.runs import load_field, load_run
 from nvp_nerfstudio.rendering import render_frame
 
 CONSOLE = Console()
@@ -69,48 +71,50 @@ def error_map(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 
 
 def rendered_frames(
-    config: RenderConfig, field, video, positions: np.ndarray, height: int, width: int
+    config: RenderConfig, field, truth: Optional[VideoFrames], positions: np.ndarray, height: int, width: int
 ) -> Iterator[tuple[np.ndarray, float]]:
-    """Yields each output frame as uint8 and the seconds spent querying the field for it."""
-    last = max(video.num_frames - 1, 1)
+    """Yields each output frame as uint8 and the seconds spent querying the field for it (`truth`: the run's
+    frames, for --side-by-side)."""
+    last = max(field.shape.num_frames - 1, 1)
     for position in positions:
         start = time.perf_counter()
         prediction = render_frame(field, float(position) / last, height, width, config.chunk)
         seconds = time.perf_counter() - start
         if config.side_by_side:
-            truth = video.frames[int(round(position))].to(prediction.device).float() / 255.0
-            prediction = torch.cat([truth, prediction, error_map(prediction, truth)], dim=1)
+            frame = truth.frames[int(round(position))].to(prediction.device).float() / 255.0
+            prediction = torch.cat([frame, prediction, error_map(prediction, frame)], dim=1)
         yield to_uint8(prediction), seconds
 
 
 @command()
 def main(config: RenderConfig) -> None:
-    from nerfstudio.utils.eval_utils import eval_setup
-
     if not config.load_config.is_file():
         raise SystemExit(f"error: {config.load_config} does not exist: pass the config.yml of a trained run")
     check_output(config.output)  # before the model is loaded and any frame rendered
-    _, pipeline, checkpoint, _ = eval_setup(config.load_config, test_mode="test")
-    video = pipeline.datamanager.eval_dataset.video
-    field = pipeline.model.field.eval()
-    positions = frame_positions(config, video.num_frames)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if config.side_by_side:  # the truth beside each frame: the run's frames, decoded once
+        field, info, truth, checkpoint = load_run(config.load_config)
+    else:  # the field alone: memory does not grow with the clip's length
+        (field, info, checkpoint), truth = load_field(config.load_config, device), None
+    shape = field.shape
+    positions = frame_positions(config, shape.num_frames)
     if config.side_by_side and (config.scale != 1.0 or np.any(positions != np.round(positions))):
         raise SystemExit("error: --side-by-side needs --scale 1 and whole source frames (the truth exists only there)")
-    fps = config.fps or (video.fps or 25.0) * config.rate
-    height, width = max(1, round(video.height * config.scale)), max(1, round(video.width * config.scale))
+    fps = config.fps or (info.fps or 25.0) * config.rate
+    height, width = max(1, round(shape.height * config.scale)), max(1, round(shape.width * config.scale))
     field_seconds = 0.0
     columns = (TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with FrameWriter(config.output, width * (3 if config.side_by_side else 1), height, fps, config.crf) as writer:
         with Progress(*columns, console=CONSOLE) as progress:
             task = progress.add_task("render", total=len(positions))
-            for frame, seconds in rendered_frames(config, field, video, positions, height, width):
+            for frame, seconds in rendered_frames(config, field, truth, positions, height, width):
                 writer.write(frame)
                 field_seconds += seconds
                 progress.advance(task)
     pixels = len(positions) * height * width
-    source_fps = pixels / (video.height * video.width) / field_seconds
+    source_fps = pixels / (shape.height * shape.width) / field_seconds
     CONSOLE.print(f"Wrote {len(positions)} frames of {width}x{height} at {fps:g} fps to {config.output} (from {checkpoint})")
-    CONSOLE.print(f"Decode speed: {source_fps:.2f} frames/s at the source resolution {video.width}x{video.height}")
+    CONSOLE.print(f"Decode speed: {source_fps:.2f} frames/s at the source resolution {shape.width}x{shape.height}")
 
 
 def entrypoint() -> None:

@@ -122,7 +122,17 @@ def test_viewer_draws_each_output_as_sharp_as_the_field(trained_run) -> None:
         wait_for_stillness(page, view)
         select_output(page, "accumulation")
         # The still render comes above Max res: the plane's share of it would have fewer pixels than the video.
-        wait_for(lambda: render_size(page)[0] > MAX_RES, SHARP_WITHIN, "a still render above Max res")
+        # nerfstudio drops a render that a newer request interrupts; on a loaded machine the still one was seen not to
+        # come within a minute: asked for again (the output switched away and back, as a user would), twice at most.
+        for attempt in range(3):
+            try:
+                wait_for(lambda: render_size(page)[0] > MAX_RES, SHARP_WITHIN / 2, "a still render above Max res")
+                break
+            except TimeoutError:
+                if attempt == 2:
+                    raise
+                select_output(page, "rgb")
+                select_output(page, "accumulation")
         rectangle = plane_rectangle(wait_for_stillness(page, view))
         screenshot(page, view, ARTIFACTS / "accumulation.png")
         select_output(page, "rgb")

@@ -12,12 +12,16 @@ import pytest
 import torch
 
 
-def write_clip(path: Path, frames: np.ndarray, codec: str = "libx264", pix_fmt: str = "yuv420p", fps: int = 10, **options: str) -> Path:
-    """Encode uint8 (T, H, W, 3) frames with PyAV."""
+def write_clip(
+    path: Path, frames: np.ndarray, codec: str = "libx264", pix_fmt: str = "yuv420p", fps: int = 10, rotation: int = 0, **options: str
+) -> Path:
+    """Encode uint8 (T, H, W, 3) frames with PyAV; `rotation`: the display matrix's counter-clockwise degrees."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
         stream.options = options
+        if rotation:
+            stream.set_display_rotation(rotation)
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())

@@ -328,3 +328,17 @@ def test_asking_for_cuda_without_a_gpu_is_an_error_and_the_default_is_the_cpu() 
     assert VideoTrainerConfig().machine.device_type == "cpu"
     with pytest.raises(SystemExit, match="--machine.device-type cuda asks for a GPU, and torch sees none"):
         VideoTrainerConfig(machine=MachineConfig(device_type="cuda"))
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_a_video_with_a_display_rotation_is_read_upright(tmp_path: Path, rotation: int) -> None:
+    """A phone's portrait video is stored landscape with a display matrix: read as it is shown, at any downscale."""
+    from conftest import write_clip
+
+    frames = moving_gradient(4, 24, 40)
+    clip = write_clip(tmp_path / "phone.mp4", frames, pix_fmt="yuv444p", rotation=rotation, crf="0")
+    upright = np.rot90(frames, rotation // 90, axes=(1, 2))
+    video = load_video(clip)
+    assert tuple(video.frames.shape) == upright.shape
+    assert np.abs(video.frames.numpy().astype(int) - upright).mean() < 2
+    assert tuple(load_video(clip, FrameSelection(downscale=2)).frames.shape) == (4, upright.shape[1] // 2, upright.shape[2] // 2, 3)

@@ -305,11 +305,15 @@ def _open_video_file(path: Path, selection: FrameSelection) -> FrameStream:
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+    turns = quarter_turns(path)
+    coded_width, coded_height = stream.codec_context.width, stream.codec_context.height
+    shown = (coded_height, coded_width) if turns % 2 else (coded_width, coded_height)
     try:
-        width, height = selection.scaled_size(stream.codec_context.width, stream.codec_context.height, str(path))
+        width, height = selection.scaled_size(*shown, str(path))
     except VideoInputError:
         container.close()
         raise
+    decoded_width, decoded_height = (height, width) if turns % 2 else (width, height)
 
     def frames() -> Iterator[tuple[int, np.ndarray]]:
         with container:
@@ -319,12 +323,24 @@ def _open_video_file(path: Path, selection: FrameSelection) -> FrameStream:
                     break
                 if not selection.keeps(index):
                     continue
-                yield index, frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+                rgb = frame.reformat(width=decoded_width, height=decoded_height, format="rgb24", interpolation="AREA").to_ndarray()
+                yield index, np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
                 kept += 1
                 if selection.max_frames is not None and kept == selection.max_frames:
                     break
 
     return FrameStream(str(path), width, height, fps, selection.count(_estimated_frame_count(stream, fps)), frames())
+
+
+def quarter_turns(path: Path) -> int:
+    """Counter-clockwise quarter turns that show the video upright: its display matrix (a phone's portrait video
+    is stored landscape with one), from its first frame, to the nearest quarter turn."""
+    try:
+        with av.open(str(path)) as container:
+            frame = next(container.decode(container.streams.video[0]), None)
+    except av.FFmpegError:  # the decode proper reports a damaged stream, with the frame counts
+        return 0
+    return round((frame.rotation if frame is not None else 0) / 90) % 4
 
 
 def _estimated_frame_count(stream: av.video.stream.VideoStream, fps: float) -> int:

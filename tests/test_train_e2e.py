@@ -135,6 +135,32 @@ def test_a_run_killed_midway_resumes_past_a_half_written_checkpoint(tmp_path: Pa
     assert f"Done loading Nerfstudio checkpoint from {models / f'step-{good:09d}.ckpt'}" in output
 
 
+def test_a_kill_during_a_checkpoint_save_leaves_every_checkpoint_whole(tmp_path: Path) -> None:
+    """SIGKILL while a checkpoint is being written (its temporary file is there): no step-*.ckpt is cut short, and
+    a resume takes the newest one."""
+    from nvp_nerfstudio.plugin.training import newest_readable_step
+
+    args = [*TRAIN_ARGS, "--steps-per-save", "5", "--save-only-latest-checkpoint", "False", "--output-dir", str(tmp_path / "outputs")]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen([str(BIN / "ns-train"), "nvp", *args, "--max-num-iterations", "100000"], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (saving := list(tmp_path.glob("outputs/carphone/nvp/*/nerfstudio_models/.step-*.tmp"))) or len(
+            list(saving[0].parent.glob("step-*.ckpt"))
+        ) < 2:
+            assert process.poll() is None and time.monotonic() < deadline, "ns-train stopped, or no save was caught in progress"
+            time.sleep(0.002)
+    finally:
+        process.kill()
+        process.wait()
+    models = saving[0].parent
+    steps = sorted(int(path.stem.split("-")[1]) for path in models.glob("step-*.ckpt"))
+    for step in steps:
+        assert "pipeline" in torch.load(models / f"step-{step:09d}.ckpt", map_location="cpu")
+    assert newest_readable_step(models) == steps[-1]
+
+
 @pytest.mark.parametrize(
     "data,message",
     [("missing.mp4", "does not exist"), ("empty_folder", "holds no frames"), ("junk.mp4", "cannot open")],

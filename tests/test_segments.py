@@ -27,6 +27,7 @@ from nvp_nerfstudio.scripts.long import (
     memory_bench,
     render,
 )
+from nvp_nerfstudio.segments import MANIFEST
 
 
 @pytest.fixture
@@ -121,3 +122,35 @@ def test_a_failed_decode_leaves_an_existing_video_untouched(clip: Path, tmp_path
         decompress_main(DecompressConfig(packed, target, reference=str(short)))
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no partial file left
+
+
+def torchrun_fit(output_dir: Path):
+    """`nvp-long fit` under torchrun: two CPU processes (gloo), three segments of 10 carphone frames."""
+    import os
+    import subprocess
+    import sys
+
+    command = [
+        str(Path(sys.executable).parent / "torchrun"), "--nproc-per-node", "2", "-m", "nvp_nerfstudio.scripts.long", "fit",
+        "--data", "sample:carphone", "--max-frames", "10", "--segment-frames", "4", "--steps-per-segment", "3",
+        "--method", "ngp-video", "--device", "cpu", "--output-dir", str(output_dir),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=output_dir.parent)
+
+
+def test_torchrun_spreads_the_segments_over_its_ranks_and_a_failing_rank_ends_the_job_with_its_error(tmp_path: Path) -> None:
+    result = torchrun_fit(tmp_path / "fit")
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((tmp_path / "fit" / MANIFEST).read_text())
+    assert [(s["first"], s["last"]) for s in manifest["segments"]] == [(0, 3), (3, 6), (6, 9)]
+    for segment in manifest["segments"]:  # rank 0 trained segments 0 and 2, rank 1 segment 1: all are there, whole
+        assert torch.load(tmp_path / "fit" / segment["file"], map_location="cpu")["shape"][0] == 4
+    # Rank 1 cannot write its segment (a folder is in the way): its one error line ends the job, nothing half-written.
+    failing = tmp_path / "failing"
+    (failing / "segment_0001.pt").mkdir(parents=True)
+    result = torchrun_fit(failing)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "[rank1]: Traceback" not in output
+    assert f"error: cannot write {failing / 'segment_0001.pt'} (Is a directory)" in output
+    assert not (failing / MANIFEST).exists() and not list(failing.glob(".*.tmp"))

@@ -33,7 +33,7 @@ from nvp_nerfstudio.compression import container
 from nvp_nerfstudio.compression.container import Container, Section
 from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo
 from nvp_nerfstudio.compression.field_codec import compress as compress_field
-from nvp_nerfstudio.data.output import FrameWriter, check_output, to_uint8
+from nvp_nerfstudio.data.output import FrameWriter, check_output, to_uint8, written_atomically
 from nvp_nerfstudio.data.video import FrameSelection, VideoInputError, VideoSource, iter_segments, open_frames
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, evenly_spaced, psnr_against_time
@@ -108,10 +108,15 @@ def fit(config: FitSegmentsConfig) -> None:
     if config.method not in METHODS:
         raise SystemExit(f"error: unknown method {config.method!r}: choose one of {', '.join(METHODS)}")
     rank, world = distributed_rank()
-    if world > 1:
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     device = config.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
-    config.output_dir.mkdir(parents=True, exist_ok=True)
+    if world > 1:
+        if torch.device(device).type == "cuda":  # NCCL's collectives run on the current device: this rank's own
+            torch.cuda.set_device(torch.device(device))
+        torch.distributed.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
+    try:
+        config.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SystemExit(f"error: cannot make the output folder {config.output_dir} ({err.strerror}): pass another --output-dir") from None
     selection = config.source.selection
     segments = []
     try:
@@ -130,7 +135,7 @@ def fit(config: FitSegmentsConfig) -> None:
             # A progress figure over 3 of the segment's frames: `nvp-long evaluate` scores every frame.
             curve, trained = psnr_against_time(run, segment, shape, final_frames=evenly_spaced(range(segment.num_frames), 3))
             saved = {"method": config.method, "shape": astuple(shape), "state_dict": trained.state_dict()}
-            torch.save(saved, config.output_dir / name)
+            save_segment(saved, config.output_dir / name)
             CONSOLE.print(
                 f"segment {number} (frames {segment.source_indices[0]}-{segment.source_indices[-1]}): "
                 f"{curve[-1]['psnr']:.2f} dB over {curve[-1]['frames']} of its frames, peak RSS {peak_rss_mib():.0f} MiB"
@@ -149,6 +154,16 @@ def fit(config: FitSegmentsConfig) -> None:
         CONSOLE.print(f"{len(segments)} segments of {config.method} in {config.output_dir} (peak RSS {peak_rss_mib():.0f} MiB)")
     if world > 1:
         torch.distributed.destroy_process_group()
+
+
+def save_segment(saved: dict, path: Path) -> None:
+    """Written whole or not at all; one error line if it cannot be (under torchrun the launcher then stops the
+    other ranks)."""
+    try:
+        with written_atomically(path) as temporary:
+            torch.save(saved, temporary)
+    except OSError as err:
+        raise SystemExit(f"error: cannot write {path} ({err.strerror or err}): free the path or pass another --output-dir") from None
 
 
 @command()

@@ -184,6 +184,15 @@ def test_render_png_matches_eval_psnr(trained_run: Path) -> None:
     assert abs(mean_psnr_against_source(frames_dir) - evaluated) < 0.1
 
 
+def test_render_refuses_a_scale_whose_frames_do_not_fit_in_memory_before_rendering(trained_run: Path) -> None:
+    run_dir = trained_run.parent
+    output = run_dir / "huge.mp4"
+    result = run("nvp-render", "--load-config", str(trained_run), "--output", str(output), "--scale", "100000", cwd=run_dir)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --scale 100000 makes frames of 17600000x14400000")
+    assert not output.exists() and not list(run_dir.glob(".huge.mp4*"))
+
+
 def test_ns_render_dataset_writes_one_image_per_frame(trained_run: Path) -> None:
     """nerfstudio's own render verb on a video run: every source frame its own image, in order."""
     run_dir = trained_run.parent

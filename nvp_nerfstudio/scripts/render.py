@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
+import psutil
 import torch
 import tyro
 from rich.console import Console
@@ -26,6 +27,9 @@ from nvp_nerfstudio.plugin.runs import load_field, load_run
 from nvp_nerfstudio.rendering import render_frame
 
 CONSOLE = Console()
+# A frame's coordinates and colours in float32, the frame as uint8 and the writer's copy of it: a rendered frame
+# needs about this much memory a pixel (rendering in chunks bounds the field's own working memory).
+RENDER_BYTES_PER_PIXEL = 32
 
 
 @dataclass
@@ -102,6 +106,12 @@ def main(config: RenderConfig) -> None:
         raise SystemExit("error: --side-by-side needs --scale 1 and whole source frames (the truth exists only there)")
     fps = config.fps or (info.fps or 25.0) * config.rate
     height, width = max(1, round(shape.height * config.scale)), max(1, round(shape.width * config.scale))
+    needed, available = height * width * RENDER_BYTES_PER_PIXEL, psutil.virtual_memory().available
+    if needed > available:
+        raise SystemExit(
+            f"error: --scale {config.scale:g} makes frames of {width}x{height}, about {needed / 2**30:.1f} GiB each to render, "
+            f"and {available / 2**30:.1f} GiB is free: lower --scale"
+        )
     field_seconds = 0.0
     columns = (TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with FrameWriter(config.output, width * (3 if config.side_by_side else 1), height, fps, config.crf) as writer:

@@ -221,7 +221,15 @@ def attach(field: nn.Module, config: RateConfig) -> None:
     other_values = sum(p.numel() for p in field.parameters()) - grid_values - sum(p.numel() for q in quantisers(field) for p in q.parameters())
     level_bytes = sum(len(grid.layout.level_sizes) * latent_level_bytes(grid.config.features_per_level) for grid in grids)
     shape = field.shape
-    field.rate = RateState(config, shape.num_frames * shape.height * shape.width, other_values * config.mlp_bits + 8 * level_bytes)
+    pixels = shape.num_frames * shape.height * shape.width
+    field.rate = RateState(config, pixels, other_values * config.mlp_bits + 8 * level_bytes)
+    fixed_bpp = field.rate.fixed_bits / pixels
+    if config.target_bpp is not None and config.target_bpp <= fixed_bpp:
+        raise SystemExit(
+            f"error: a target of {config.target_bpp:g} bpp is below what this field stores besides its latents on "
+            f"{shape.num_frames} frames of {shape.width}x{shape.height} ({fixed_bpp:.4g} bpp: its MLP at {config.mlp_bits} bits "
+            "and each level's model): raise the target, or train on more frames (a field does not shrink with its clip)"
+        )
 
 
 def latent_level_bytes(channels: int) -> int:

@@ -160,7 +160,8 @@ def test_rate_control_moves_lambda_toward_the_target_by_the_run_done_and_within_
     for target, direction in ((1e-9, 1), (1e9, -1)):
         config = RateConfig(lmbda=1e-2, target_bpp=target, control_gain=10.0, release_gain=20.0, lmbda_range=(1e-4, 1e-1))
         gain = config.control_gain if direction > 0 else config.release_gain
-        field = replace(NVP_C, rate=config).setup(shape=VideoShape(4, 16, 24)).train()
+        field = replace(NVP_C, rate=replace(config, target_bpp=None)).setup(shape=VideoShape(4, 16, 24)).train()
+        field.rate.config = config  # a target out of reach of this tiny clip, which setup refuses: the controller alone
         lmbdas = []
         for progress in (0.0, 0.1, 0.1, 0.15, 1.0):
             set_training_progress(field, progress)
@@ -173,6 +174,14 @@ def test_rate_control_moves_lambda_toward_the_target_by_the_run_done_and_within_
         assert lmbdas[1] == pytest.approx(1e-2 * math.exp(gain * 0.1 * direction))
         assert lmbdas[3] == pytest.approx(lmbdas[2] * math.exp(gain * 0.05 * direction))
         assert lmbdas[4] == config.lmbda_range[1 if direction > 0 else 0]
+
+
+def test_a_target_below_what_the_field_stores_besides_its_latents_is_refused() -> None:
+    shape = VideoShape(4, 16, 24)  # 1536 pixels: the MLP alone is many bits a pixel
+    with pytest.raises(SystemExit, match=r"error: a target of 0.5 bpp is below what this field stores besides its latents"):
+        replace(NVP_C, rate=RateConfig(target_bpp=0.5)).setup(shape=shape)
+    fixed = replace(NVP_C, rate=RateConfig()).setup(shape=shape).rate.fixed_bits / 1536
+    replace(NVP_C, rate=RateConfig(target_bpp=1.01 * fixed)).setup(shape=shape)
 
 
 def test_a_field_without_grids_cannot_train_for_rate() -> None:
@@ -199,7 +208,7 @@ def test_rate_settings_apply_to_methods_trained_for_rate_only() -> None:
     from nvp_nerfstudio.fit import build_field, check_methods
 
     config = FitConfig(method="nvp-c", device="cpu", lmbda=0.2, target_bpp=0.05)
-    field = build_field(config, VideoShape(4, 16, 24))
+    field = build_field(config, VideoShape(250, 136, 320))  # bikes at 320x136: 0.05 bpp is within the field's reach
     assert (field.rate.config.lmbda, field.rate.config.target_bpp) == (0.2, 0.05)
     assert float(field.rate.lmbda) == pytest.approx(0.2)
     assert not hasattr(build_field(replace(config, method="nvp"), VideoShape(4, 16, 24)), "rate")

@@ -28,8 +28,8 @@ from nvp_nerfstudio.compression.latent_model import LatentEntropyModel, Quantise
 from nvp_nerfstudio.encodings.grid import GridEncoding
 
 # Entries of a grid whose rate a training step estimates: each level's share of them drawn uniformly from the
-# level, their bits scaled up, so the estimate stays unbiased while a step does not pay for the entropy model of
-# every entry of a hash table.
+# level's coded entries, their bits scaled up, so the estimate stays unbiased while a step does not pay for the
+# entropy model of every entry of a hash table.
 RATE_SAMPLE = 1 << 16
 LEVEL_OVERHEAD = 58
 """Bytes a latent level's section takes besides its symbols, steps and model (nvp-c on bikes at 320x136:
@@ -140,8 +140,8 @@ class LatentQuantiser(nn.Module):
         """Bits of the last training forward's symbols under the entropy models, from about RATE_SAMPLE of the
         coded entries: each level's share drawn uniformly from its coded rows and gathered in one indexing
         (whose gradient is one table); the rows never coded get no rate gradient (under noise it would walk
-        each of them by about a learning rate a step, and the estimate would count them);
-        and, without a gradient, the bits of the same entries rounded, as the file codes them. Under noise the
+        each of them by about a learning rate a step, and the estimate would count them). And, without a
+        gradient, the bits of the same entries rounded, as the file codes them. Under noise the
         two differ most where the rate is lowest: a symbol the model is sure of costs about 0.15 bits with noise
         (the logistic's narrowest scale, 1/16) and next to none rounded."""
         table, steps, noise = self.last

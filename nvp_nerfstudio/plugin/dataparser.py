@@ -45,7 +45,6 @@ class VideoDataParserConfig(DataParserConfig):
     """Inpainting: a mask video or frame folder (white = missing) or a generated mask (box, strokes, logo).
     Masked pixels are left out of training; evaluation scores them apart from the rest."""
 
-
     def selection(self) -> FrameSelection:
         return FrameSelection(self.start_frame, self.end_frame, self.stride, self.max_frames, self.downscale, self.keep_decoded_prefix)
 

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -109,25 +110,36 @@ def test_resume_continues_from_checkpoint(trained_run: Path) -> None:
     assert after > before - 0.5  # resumed from the trained weights, not from scratch
 
 
-def test_a_run_killed_midway_resumes_past_a_half_written_checkpoint(tmp_path: Path) -> None:
-    """SIGKILL during training, a newest checkpoint cut short as a kill during its save would leave it (the
-    saves themselves are atomic now), then --load-dir: the run goes on from the last good checkpoint."""
-    args = [*TRAIN_ARGS, "--steps-per-save", "10", "--save-only-latest-checkpoint", "False", "--output-dir", str(tmp_path / "outputs")]
+def killed_run(tmp_path: Path, steps_per_save: int, kill_when: Callable[[Path], bool], poll: float) -> tuple[list[str], Path]:
+    """(its arguments, its checkpoint folder) of an endless `ns-train` run saving every `steps_per_save` steps, killed
+    with SIGKILL as soon as `kill_when(checkpoint folder)` holds."""
+    args = [*TRAIN_ARGS, "--steps-per-save", str(steps_per_save), "--save-only-latest-checkpoint", "False", "--output-dir", str(tmp_path / "outputs")]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen([str(BIN / "ns-train"), "nvp", *args, "--max-num-iterations", "100000"], cwd=tmp_path, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pattern = "outputs/carphone/nvp/*/nerfstudio_models"
     try:
-        deadline = time.monotonic() + 200
-        while len(saved := sorted(tmp_path.glob("outputs/carphone/nvp/*/nerfstudio_models/step-*.ckpt"))) < 2:
-            assert process.poll() is None and time.monotonic() < deadline, "ns-train stopped or saved nothing"
-            time.sleep(0.5)
+        deadline = time.monotonic() + 300
+        while not any(kill_when(models) for models in tmp_path.glob(pattern)):
+            assert process.poll() is None and time.monotonic() < deadline, "ns-train stopped before the moment to kill it came"
+            time.sleep(poll)
     finally:
         process.kill()
         process.wait()
-    models = saved[0].parent
-    good = max(int(path.stem.split("-")[1]) for path in models.glob("step-*.ckpt") if torch.load(path, mmap=True))
+    return args, next(tmp_path.glob(pattern))
+
+
+def checkpoints(models: Path) -> list[Path]:
+    return sorted(models.glob("step-*.ckpt"))
+
+
+def test_a_run_killed_midway_resumes_past_a_half_written_checkpoint(tmp_path: Path) -> None:
+    """SIGKILL during training, a newest checkpoint cut short as a kill during its save would leave it (the
+    saves themselves are atomic now), then --load-dir: the run goes on from the last good checkpoint."""
+    args, models = killed_run(tmp_path, 10, lambda models: len(checkpoints(models)) >= 2, poll=0.5)
+    good = max(int(path.stem.split("-")[1]) for path in checkpoints(models) if torch.load(path, mmap=True))
     newest = models / "step-999999990.ckpt"
-    newest.write_bytes(saved[0].read_bytes()[:1000])
+    newest.write_bytes(checkpoints(models)[0].read_bytes()[:1000])
     result = run("ns-train", "nvp", *args, "--max-num-iterations", "5", "--load-dir", str(models), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout.replace("\n", "")  # nerfstudio's console wraps at 120 columns, inside paths too
@@ -140,25 +152,10 @@ def test_a_kill_during_a_checkpoint_save_leaves_every_checkpoint_whole(tmp_path:
     a resume takes the newest one."""
     from nvp_nerfstudio.plugin.training import newest_readable_step
 
-    args = [*TRAIN_ARGS, "--steps-per-save", "5", "--save-only-latest-checkpoint", "False", "--output-dir", str(tmp_path / "outputs")]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    process = subprocess.Popen([str(BIN / "ns-train"), "nvp", *args, "--max-num-iterations", "100000"], cwd=tmp_path, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while not (saving := list(tmp_path.glob("outputs/carphone/nvp/*/nerfstudio_models/.step-*.tmp"))) or len(
-            list(saving[0].parent.glob("step-*.ckpt"))
-        ) < 2:
-            assert process.poll() is None and time.monotonic() < deadline, "ns-train stopped, or no save was caught in progress"
-            time.sleep(0.002)
-    finally:
-        process.kill()
-        process.wait()
-    models = saving[0].parent
-    steps = sorted(int(path.stem.split("-")[1]) for path in models.glob("step-*.ckpt"))
-    for step in steps:
-        assert "pipeline" in torch.load(models / f"step-{step:09d}.ckpt", map_location="cpu")
-    assert newest_readable_step(models) == steps[-1]
+    _, models = killed_run(tmp_path, 5, lambda models: any(models.glob(".step-*.tmp")) and len(checkpoints(models)) >= 2, poll=0.002)
+    for path in checkpoints(models):
+        assert "pipeline" in torch.load(path, map_location="cpu")
+    assert newest_readable_step(models) == int(checkpoints(models)[-1].stem.split("-")[1])
 
 
 @pytest.mark.parametrize(

@@ -246,6 +246,15 @@ def test_numba_backend_matches_torch(grid_type: str, finest: tuple, features: in
     torch.testing.assert_close(kernels.params.grad, reference.params.grad, rtol=1e-4, atol=1e-4)
 
 
+def test_a_cpu_without_numba_says_so_when_it_falls_back_to_torch(monkeypatch) -> None:
+    import nvp_nerfstudio.encodings.grid as grid_module
+
+    monkeypatch.setattr(grid_module, "NUMBA_INSTALLED", False)
+    grid = GridEncodingConfig(num_levels=2, base_resolution=4).setup(finest_resolution=(8, 8))
+    with pytest.warns(RuntimeWarning, match="numba is not installed: the grids run on torch's path"):
+        assert grid.backend_for(torch.rand(3, 2)) == "torch"
+
+
 def test_cpu_picks_numba_for_2d_and_3d_grids_and_torch_otherwise() -> None:
     config = GridEncodingConfig(num_levels=2, base_resolution=4)
     for dims, expected in ((1, "torch"), (2, "numba"), (3, "numba"), (4, "torch")):

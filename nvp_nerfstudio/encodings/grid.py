@@ -1,8 +1,8 @@
 """Multi-resolution grid encoding (hashed or dense) with tiny-cuda-nn's exact indexing.
 
 One parameter vector in tiny-cuda-nn's layout (levels one after another, each `entries x features`)
-serves every backend: fused Triton kernels on CUDA (`triton_grid`), tiny-cuda-nn when asked for (or on
-CUDA without Triton), numba kernels on a CPU (`cpu_grid`), and the pure-torch
+serves every backend: fused Triton kernels on CUDA (`triton_grid`), tiny-cuda-nn when asked for (never
+chosen automatically), numba kernels on a CPU (`cpu_grid`), and the pure-torch
 path, the reference the others are tested against. The torch path repeats tiny-cuda-nn's level scales,
 +0.5 offset, dense indexing with wrap-around, coherent prime hash and per-level table sizes, so a
 checkpoint gives the same features on any backend.
@@ -13,6 +13,7 @@ Core module: imports only torch and numpy (numba, triton and tinycudann lazily).
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal, Sequence, Type
 
@@ -43,8 +44,8 @@ class GridEncodingConfig(InstantiateConfig):
     init_scale: float = 1e-4
     """Features start uniform in [-init_scale, init_scale], as tiny-cuda-nn and the NVP paper do."""
     backend: GridBackend = "auto"
-    """`auto`: on CUDA the fused Triton kernels (tiny-cuda-nn only where Triton is missing); on a CPU the numba
-    kernels for 2D and 3D grids, else torch."""
+    """`auto`: on CUDA the fused Triton kernels; on a CPU the numba kernels for 2D and 3D grids; else torch, with a
+    warning where the faster kernels are missing (tiny-cuda-nn only when asked for: it is not tested here)."""
 
 
 class GridEncoding(nn.Module):
@@ -119,14 +120,16 @@ class GridEncoding(nn.Module):
             return backend
         if not x.is_cuda:
             if not NUMBA_INSTALLED:
+                warnings.warn("numba is not installed: the grids run on torch's path, several times slower on a CPU (pip install numba)", RuntimeWarning)
                 return "torch"
             from nvp_nerfstudio.encodings.cpu_grid import SUPPORTED_DIMS
 
             return "numba" if x.shape[-1] in SUPPORTED_DIMS else "torch"
-        # tiny-cuda-nn only where Triton is missing: the Triton kernels are the ones tested against the torch path.
+        # Never tiny-cuda-nn unasked: the Triton kernels are the ones tested against the torch path, and it never was.
         if triton_available():
             return "triton"
-        return "tcnn" if tcnn_module() is not None and self.quantiser is None else "torch"
+        warnings.warn("Triton is not available: the grids run on torch's slower path (backend 'tcnn' asks for tiny-cuda-nn)", RuntimeWarning)
+        return "torch"
 
     def forward(self, x: Float[Tensor, "*batch dims"]) -> Float[Tensor, "*batch out"]:
         batch_shape = x.shape[:-1]

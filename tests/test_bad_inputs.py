@@ -19,6 +19,7 @@ from nvp_nerfstudio.compression import container
 from nvp_nerfstudio.compression.field_codec import CodecOptions, compress
 from nvp_nerfstudio.data.output import VIDEO_FORMATS, FrameWriter, OutputPathError, check_output
 from nvp_nerfstudio.data.video import FrameSelection, VideoInputError, iter_segments, load_video, open_frames, resolve_source
+from nvp_nerfstudio.scripts import compress as compress_command
 from nvp_nerfstudio.scripts import decompress, render
 
 FRAMES = 60
@@ -72,6 +73,18 @@ def test_ns_train_flag_keeps_the_decoded_prefix(tmp_path: Path, clip_bytes: byte
         VideoDataParserConfig(data=path).setup().get_dataparser_outputs("train")
     parser = VideoDataParserConfig(data=path, keep_decoded_prefix=True).setup()
     assert 0 < parser.get_dataparser_outputs("train").metadata["video"].num_frames < FRAMES
+
+
+def test_a_run_on_a_kept_prefix_compresses_and_renders(tmp_path: Path, clip_bytes: bytes) -> None:
+    """nvp-compress and nvp-render read the source as the run did: a truncated video's decoded prefix, when kept."""
+    from conftest import train_tiny_run
+
+    path = _write(tmp_path / "cut.mp4", clip_bytes[: int(len(clip_bytes) * 0.6)])
+    config = train_tiny_run(tmp_path / "outputs", str(path), "--max-num-iterations", "5", "--pipeline.datamanager.dataparser.max-frames", "1000",
+                             "--pipeline.datamanager.dataparser.keep-decoded-prefix", "True")
+    compress_command.main(compress_command.CompressConfig(config, tmp_path / "cut.nvp"))
+    render.main(render.RenderConfig(config, tmp_path / "cut_frames"))
+    assert 0 < len(list((tmp_path / "cut_frames").glob("*.png"))) < FRAMES
 
 
 def _write(path: Path, data: bytes) -> Path:

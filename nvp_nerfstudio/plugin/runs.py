@@ -55,7 +55,7 @@ def load_field(load_config: Path, device: str = "cpu") -> tuple[VideoField, Vide
     parser = datamanager.dataparser
     selection = FrameSelection(parser.start_frame, parser.end_frame, parser.stride, parser.max_frames, parser.downscale)
     source = str(datamanager.data or parser.data)
-    num_frames, width, height, fps = source_frames(source, selection, fingerprint)
+    num_frames, width, height, fps = source_frames(source, parser.selection(), fingerprint)  # as trained: a kept prefix too
     field = config.pipeline.model.field.setup(shape=VideoShape(num_frames, height, width))
     weights = {key[len(FIELD_PREFIX) :]: value for key, value in state.items() if key.startswith(FIELD_PREFIX)}
     missing, unexpected = field.load_state_dict(weights, strict=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -110,6 +111,9 @@ def fit(config: FitSegmentsConfig) -> None:
     rank, world = distributed_rank()
     device = config.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     if world > 1:
+        # torchrun stops the other ranks with SIGTERM when one fails: exit through Python, so that a segment being
+        # written is removed (written_atomically) instead of left half-written.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
         if torch.device(device).type == "cuda":  # NCCL's collectives run on the current device: this rank's own
             torch.cuda.set_device(torch.device(device))
         torch.distributed.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")

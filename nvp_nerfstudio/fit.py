@@ -266,13 +266,13 @@ class TrainSteps:
         return samples
 
 
-def evaluate(field_module: VideoField, video: VideoFrames, frames: list[int], chunk: int) -> float:
+def frame_psnrs(field_module: VideoField, video: VideoFrames, frames: list[int], chunk: int) -> list[float]:
+    """PSNR of each of the given frames as the field renders it."""
     last = max(video.num_frames - 1, 1)
-    scores = [
+    return [
         psnr(render_frame(field_module, i / last, video.height, video.width, chunk).cpu(), video.frames[i].float() / 255.0)
         for i in frames
     ]
-    return sum(scores) / len(scores)
 
 
 def evenly_spaced(frames: Sequence[int], count: int) -> list[int]:
@@ -293,7 +293,8 @@ def psnr_against_time(
 ) -> tuple[list[dict], VideoField]:
     """PSNR points of a run trained on `train_frames` (default: all) for config.seconds of wall time
     (or config.steps steps), scored on `eval_frames` (default: config.eval_frames of them) and, the last
-    point, on `final_frames` (default: every frame); and the trained field."""
+    point, on `final_frames` (default: every frame), whose per-frame PSNRs it also holds ("frame_psnr": frame
+    index -> dB); and the trained field."""
     field_module = build_field(config, shape)
     sampler = sampler_for(config, video, field_module, train_frames)
     batch = training_batch(config)
@@ -320,7 +321,8 @@ def psnr_against_time(
             steps += 1
             if trained >= next_eval or done_fraction() >= 1.0:
                 frames = final_frames if done_fraction() >= 1.0 else eval_frames
-                score = evaluate(field_module, video, frames, chunk)
+                scores = frame_psnrs(field_module, video, frames, chunk)
+                score = sum(scores) / len(scores)
                 # The budget this point stands for (the clock overshoots it by up to a step); none in steps mode.
                 budget = None if config.steps else min(next_eval, config.seconds)
                 points.append(
@@ -328,6 +330,8 @@ def psnr_against_time(
                 )
                 next_eval += config.eval_every
                 progress.update(task, completed=min(done_fraction(), 1.0), psnr=f"{score:.2f} dB at {trained:.0f} s")
+    # Where the error sits in time: the run's figure frame by frame.
+    points[-1]["frame_psnr"] = dict(zip(final_frames, scores))
     CONSOLE.print(
         f"{config.method}: PSNR {points[-1]['psnr']:.2f} dB after {trained:.0f} s ({steps} steps of {batch}), "
         f"mean of {len(final_frames)} frames"

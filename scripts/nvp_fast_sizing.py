@@ -23,9 +23,17 @@ VARIANTS = {
     "full-res-3d": replace(FAST_BEFORE, positional_resolution=1.0, positional_cells_per_frame=1.0),
     "full-res-3d-16-levels": replace(FAST_BEFORE, positional_resolution=1.0, positional_cells_per_frame=1.0, positional=replace(NVP_FAST.positional, num_levels=16)),
     "table-2e19": replace(NVP_FAST, positional=replace(NVP_FAST.positional, log2_hashmap_size=19)),
+    "table-2e20": replace(NVP_FAST, positional=replace(NVP_FAST.positional, log2_hashmap_size=20)),
+    "mlp-2-layers": replace(NVP_FAST, mlp=replace(NVP_FAST.mlp, num_layers=2)),
+    "keyframes-6-levels": replace(NVP_FAST, keyframes=replace(NVP_FAST.keyframes, num_levels=6)),
+    "3d-12-levels": replace(NVP_FAST, positional=replace(NVP_FAST.positional, num_levels=12)),
 }
+# Learning-rate variants of nvp-fast (its field as it is).
+LEARNING_RATES = {"lr-2e-2": 2e-2, "lr-5e-3": 5e-3}
 
 if __name__ == "__main__":
     for name, variant in VARIANTS.items():
         METHODS[name] = VideoMethod(variant, METHODS["nvp-fast"].lr, f"sizing study: {name}")
+    for name, lr in LEARNING_RATES.items():
+        METHODS[name] = VideoMethod(NVP_FAST, lr, f"sizing study: {name}")
     main(tyro.cli(SuiteConfig))

@@ -54,7 +54,7 @@ class BenchConfig(FitConfig):
     methods: Tuple[str, ...] = ("nvp",)
     """Methods of nvp_nerfstudio/methods.py to run one after another (`all`: every one of them)."""
     grid_backends: Tuple[GridBackend, ...] = ("auto",)
-    """Grid backends each method runs with (auto: tcnn, else Triton on CUDA; numba on a CPU); methods
+    """Grid backends each method runs with (auto: Triton on CUDA, numba on a CPU; tcnn only when named); methods
     without grid encodings run once."""
     batch_sizes: Optional[Tuple[int, ...]] = None
     """Batch sizes whose training throughput (forward + backward + AdamW step) is measured; None: 2^14-2^18

@@ -2,9 +2,9 @@
 
 A suite is a TOML file of clips (`[[clips]]` with name, data, and optionally downscale and max_frames); data is
 sample:NAME, or a path relative to --clips-dir. Each method trains on each clip with the one core training loop
-(fit.py) for the same wall-clock budget; the report (suite.md, suite.json, one PSNR-against-time plot per clip)
-gives each clip's PSNR and samples/s per method, and each method's median and worst PSNR difference against the
-baseline method across the clips.
+(fit.py) for the same wall-clock budget; the report (suite.md, suite.json with every frame's PSNR, and per clip a
+PSNR-against-time plot and a per-frame PSNR plot against the baseline) gives each clip's PSNR and samples/s per
+method, and each method's median and worst PSNR difference against the baseline method across the clips.
 
 Core only (no nerfstudio): it runs on a GPU machine too.
 """
@@ -26,7 +26,7 @@ from nvp_nerfstudio.data.output import written_atomically
 from nvp_nerfstudio.data.video import VideoInputError, VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, check_methods, psnr_against_time, training_batch
-from nvp_nerfstudio.plots import plot_psnr_against_time
+from nvp_nerfstudio.plots import plot_psnr_against_time, plot_psnr_per_frame
 
 CONSOLE = Console()
 
@@ -133,6 +133,8 @@ def main(config: SuiteConfig) -> dict[str, dict[str, dict]]:
         results[clip.name] = runs
         curves = {method: run["curve"] for method, run in runs.items()}
         plot_psnr_against_time(config.output_dir / f"psnr_vs_time_{clip.name}.png", described[clip.name], curves)
+        per_frame = {method: curve[-1]["frame_psnr"] for method, curve in curves.items()}
+        plot_psnr_per_frame(config.output_dir / f"psnr_per_frame_{clip.name}.png", described[clip.name], per_frame, config.baseline)
         # Written after every clip: a long suite that stops keeps what it measured.
         text = report(config, results, described)
         summary = {"suite": str(config.suite), "batch": training_batch(config), "clips": described, "results": results}
@@ -140,7 +142,7 @@ def main(config: SuiteConfig) -> dict[str, dict[str, dict]]:
             with written_atomically(config.output_dir / name) as temporary:
                 temporary.write_text(content)
     CONSOLE.print(text)
-    CONSOLE.print(f"Wrote {config.output_dir / 'suite.md'}, suite.json and one psnr_vs_time_CLIP.png per clip")
+    CONSOLE.print(f"Wrote {config.output_dir / 'suite.md'}, suite.json, and psnr_vs_time_CLIP.png and psnr_per_frame_CLIP.png per clip")
     return results
 
 

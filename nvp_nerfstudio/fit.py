@@ -46,8 +46,8 @@ class FitConfig:
     """Arithmetic of NVP's modulated SIREN (see ModulatedSirenConfig.precision); other fields ignore it."""
     cuda_graph: bool = False
     """Record one training step (sampling, forward, loss, backward, AdamW) as a CUDA graph and replay it: no
-    Python between kernels. CUDA only; not with an inpainting mask (its batches change shape) nor for a field trained
-    for rate (its quantisation changes mode during the run)."""
+    Python between kernels. CUDA only; not with an inpainting mask (its batches change shape), for a field trained
+    for rate (its quantisation changes mode during the run) or for one built per shot on a clip with cuts."""
     compile: bool = False
     """Run the field through torch.compile: all of it on a CPU or with the torch grid path (the numba kernels
     are torch operators; the step breakdown then times the compiled forward as one), else, with the Triton
@@ -213,8 +213,12 @@ class TrainSteps:
     def __init__(self, config: FitConfig, field_module: VideoField, sampler: FramePixelSampler, batch: int, warm_up: bool) -> None:
         self.config, self.field_module, self.sampler, self.batch = config, field_module, sampler, batch
         self.graph: Optional[torch.cuda.CUDAGraph] = None
-        if config.cuda_graph and (not is_cuda(config) or sampler.missing is not None or hasattr(field_module, "rate")):
-            raise ValueError("--cuda-graph needs CUDA, batches of one shape (no inpainting mask) and a field not trained for rate")
+        per_shot = field_module.config.uses_shots and len(field_module.shape.shot_starts) > 1  # splits batches on the host
+        if config.cuda_graph and (not is_cuda(config) or sampler.missing is not None or hasattr(field_module, "rate") or per_shot):
+            raise ValueError(
+                "--cuda-graph needs CUDA, batches of one shape (no inpainting mask), a field not trained for rate and "
+                "not built per shot (a clip with cuts: per-shot keyframes split each batch by shot on the host)"
+            )
         self.optimizer = optimizer_for(field_module, config)
         if not (warm_up or config.cuda_graph):
             return
@@ -295,6 +299,8 @@ def psnr_against_time(
     (or config.steps steps), scored on `eval_frames` (default: config.eval_frames of them) and, the last
     point, on `final_frames` (default: every frame), whose per-frame PSNRs it also holds ("frame_psnr": frame
     index -> dB); and the trained field."""
+    if method_field(config).uses_shots and shape.shot_starts == (0,):
+        shape = VideoShape.of(video, method_field(config))
     field_module = build_field(config, shape)
     sampler = sampler_for(config, video, field_module, train_frames)
     batch = training_batch(config)

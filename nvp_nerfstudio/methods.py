@@ -52,6 +52,7 @@ NVP_FAST = replace(
     positional_resolution=1.0,
     positional_cells_per_frame=1.0,
     mlp=replace(NVP_S.mlp, hidden_dim=32),
+    keyframes_per_shot=True,
 )
 
 # NVP trained for rate (rate.py), C3-style: NVP-S's grids with quantised latents under learned steps and entropy

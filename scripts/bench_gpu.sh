@@ -6,7 +6,10 @@
 #      on the largest real sample clip (1280x720), decoding speed at 1080p;
 #   4. the same quality per step: NVP-S with the torch MLP and with the fused kernels, 300 steps each;
 #   5. nvp-fast, 60 s (the MLP fused).
-# Needs only the core (torch, triton, numpy, av, tyro, rich, matplotlib, constriction), not nerfstudio.
+# Only when named (PARTS=suite, a device call of its own): nvp-suite on benchmarks/suite_gpu.toml, nvp-fast against
+# ngp-video for 20 s each on six real clips at their own sizes (CLIPS_DIR: the folder get_suite_clips.sh filled).
+# Needs only the core (torch, triton, numpy, av, tyro, rich, matplotlib, constriction; scenedetect and
+# opencv-python-headless for nvp-fast's per-shot keyframes), not nerfstudio.
 #   bash scripts/bench_gpu.sh [OUTPUT_DIR]      (CLIP=path/to/video to use another clip)
 # Each part is cut at its own limit or at what is left of BUDGET seconds (default 540), whichever comes first;
 # PARTS="tests kernels" runs only the parts named.
@@ -43,4 +46,8 @@ part kernels 120 "$python" scripts/bench_kernels.py "$out/kernels"
 bench nvp-and-ngp 270 --methods nvp ngp-video --mlp-backends torch triton --seconds 60 --eval-every 20 --batch-sizes 1048576 --decode-size 1920 1080
 bench same-steps 80 --methods nvp --mlp-backends torch triton --steps 300 --eval-every 1e9 --batch-sizes 1048576 --decode-frames 5
 bench nvp-fast 100 --methods nvp-fast --mlp-backends triton --seconds 60 --eval-every 20 --batch-sizes 1048576 --decode-size 1920 1080
+if [[ " ${PARTS:-} " == *" suite "* ]]; then
+    part suite 480 "$python" -m nvp_nerfstudio.scripts.suite --suite benchmarks/suite_gpu.toml --clips-dir "${CLIPS_DIR:-clips}" \
+        --methods nvp-fast ngp-video --seconds 20 --eval-every 10 --output-dir "$out/suite"
+fi
 exit $status

@@ -27,6 +27,8 @@ VARIANTS = {
     "mlp-2-layers": replace(NVP_FAST, mlp=replace(NVP_FAST.mlp, num_layers=2)),
     "keyframes-6-levels": replace(NVP_FAST, keyframes=replace(NVP_FAST.keyframes, num_levels=6)),
     "3d-12-levels": replace(NVP_FAST, positional=replace(NVP_FAST.positional, num_levels=12)),
+    "single-xy-plane": replace(NVP_FAST, keyframes_per_shot=False),
+    "keyframes-per-shot": replace(NVP_FAST, keyframes_per_shot=True),
 }
 # Learning-rate variants of nvp-fast (its field as it is).
 LEARNING_RATES = {"lr-2e-2": 2e-2, "lr-5e-3": 5e-3}

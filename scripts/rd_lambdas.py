@@ -6,12 +6,14 @@ the report is nvp-rd's (rd.md, rd.csv, rd_bd.csv, rd.png), the points joined int
     python scripts/rd_lambdas.py --data sample:bikes --downscale 2 --steps 2000 --lambdas 0.003 0.01 0.03 0.1 \
         --crfs 22 26 30 34 38 42 --output-dir rd-nvp-c
     python scripts/rd_lambdas.py --data sample:bigbuckbunny --seconds 900 --target-bpps 0.02 0.05 0.1
+    python scripts/rd_lambdas.py --data sample:bikes --downscale 2 --steps 2000 --lambdas 0.01 --method nvp-c-fast-grids
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,8 @@ from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, raw_
 from nvp_nerfstudio.data.video import VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, psnr_against_time
+from nvp_nerfstudio.methods import METHODS, NVP_FAST, VideoMethod
+from nvp_nerfstudio.rate import RateConfig
 from nvp_nerfstudio.scripts.rate_distortion import (
     ReferenceJob,
     RunResult,
@@ -36,6 +40,11 @@ from nvp_nerfstudio.scripts.rate_distortion import (
 )
 
 CHUNK = 1 << 16
+# Study variants of nvp-c (--method): nvp-fast's grids (8 keyframe levels a plane, a 3D grid whose finest level has a
+# vertex per pixel and frame, here with NVP-S's 2^19 entries a level) trained for rate.
+VARIANTS = {
+    "nvp-c-fast-grids": replace(NVP_FAST, positional=replace(NVP_FAST.positional, log2_hashmap_size=19), rate=RateConfig()),
+}
 
 
 def main() -> None:
@@ -51,25 +60,28 @@ def main() -> None:
     points.add_argument("--target-bpps", type=float, nargs="+", help="rate-control targets in bits per pixel, instead of lambdas")
     parser.add_argument("--mlp-bits", type=int, nargs="+", default=[16, 8], help="the MLP widths each lambda's file is measured at")
     parser.add_argument("--crfs", type=int, nargs="+", default=[22, 26, 30, 34, 38, 42], help="x265 crfs")
+    parser.add_argument("--method", default="nvp-c", choices=["nvp-c", *VARIANTS], help="the rate-aware method or a study variant")
     parser.add_argument("--output-dir", type=Path, default=Path("rd-nvp-c"))
     args = parser.parse_args()
+    for name, variant in VARIANTS.items():
+        METHODS[name] = VideoMethod(variant, METHODS["nvp-c"].lr, f"rate study: {name}")
 
     source = VideoSource(args.data, downscale=args.downscale, max_frames=args.max_frames)
     video = source.load()
     shape = VideoShape(video.num_frames, video.height, video.width)
-    info = VideoInfo("nvp-c", video.fps, source.selection)
+    info = VideoInfo(args.method, video.fps, source.selection)
     steps = None if args.seconds else args.steps or 2000
     settings = [{"target_bpp": bpp} for bpp in args.target_bpps] if args.target_bpps else [{"lmbda": value} for value in args.lambdas or (0.003, 0.01, 0.03, 0.1)]
     runs = []
     for setting in settings:
-        config = FitConfig(method="nvp-c", device="cpu", steps=steps, seconds=args.seconds or 0.0, eval_every=float("inf"), eval_frames=0, **setting)
+        config = FitConfig(method=args.method, device="cpu", steps=steps, seconds=args.seconds or 0.0, eval_every=float("inf"), eval_frames=0, **setting)
         trace, field = psnr_against_time(config, video, shape, final_frames=[0])  # every frame is scored below, as uint8
         field.eval()
         name = f"target {setting['target_bpp']:g} bpp" if "target_bpp" in setting else f"lambda {setting['lmbda']:g}"
-        label = f"nvp-c {name} ({trace[-1]['steps']} steps, {trace[-1]['seconds']:.0f} s)"
+        label = f"{args.method} {name} ({trace[-1]['steps']} steps, {trace[-1]['seconds']:.0f} s)"
         points = [nvp_point(label, f"{bits}-bit MLP", field, info, CodecOptions(mlp_bits=bits), video.frames, CHUNK) for bits in args.mlp_bits]
         uncompressed = mean_psnr(render_video(field, CHUNK), video.frames)
-        runs.append(RunResult(label, Path("-"), shape, uncompressed, raw_8bit_bytes(field), points, "nvp-c"))
+        runs.append(RunResult(label, Path("-"), shape, uncompressed, raw_8bit_bytes(field), points, args.method))
         print(label, *(f"{p.setting}: {p.bpp:.4f} bpp {p.psnr:.2f} dB" for p in points), flush=True)
     jobs = [ReferenceJob("x265", "yuv420p", crf, "medium") for crf in args.crfs]
     with tempfile.TemporaryDirectory() as scratch:
@@ -84,7 +96,7 @@ def main() -> None:
     (out / "rd.md").write_text(text)
     write_csv(out / "rd.csv", runs, references)
     write_bd_csv(out / "rd_bd.csv", anchor, deltas)
-    plot(out / "rd.png", f"{video.clip_name}: nvp-c against x265", runs, references, anchor, deltas)
+    plot(out / "rd.png", f"{video.clip_name}: {args.method} against x265", runs, references, anchor, deltas)
     print(text)
 
 

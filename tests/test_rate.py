@@ -16,7 +16,7 @@ from nvp_nerfstudio.data.video import FrameSelection, VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, psnr_against_time
 from nvp_nerfstudio.methods import METHODS, NVP_C
-from nvp_nerfstudio.rate import RateConfig, SimulatedQuantisation, quantisers, rate_loss, set_training_progress
+from nvp_nerfstudio.rate import FIXED_SHARE, RateConfig, SimulatedQuantisation, fixed_bpp, quantisers, rate_loss, set_training_progress
 from nvp_nerfstudio.rendering import field_frames
 
 SOURCE = VideoSource("sample:carphone", downscale=2, max_frames=8)
@@ -176,12 +176,28 @@ def test_rate_control_moves_lambda_toward_the_target_by_the_run_done_and_within_
         assert lmbdas[4] == config.lmbda_range[1 if direction > 0 else 0]
 
 
-def test_a_target_below_what_the_field_stores_besides_its_latents_is_refused() -> None:
-    shape = VideoShape(4, 16, 24)  # 1536 pixels: the MLP alone is many bits a pixel
-    with pytest.raises(SystemExit, match=r"error: a target of 0.5 bpp is below what this field stores besides its latents"):
-        replace(NVP_C, rate=RateConfig(target_bpp=0.5)).setup(shape=shape)
-    fixed = replace(NVP_C, rate=RateConfig()).setup(shape=shape).rate.fixed_bits / 1536
-    replace(NVP_C, rate=RateConfig(target_bpp=1.01 * fixed)).setup(shape=shape)
+def test_a_rate_target_sizes_the_field_down_and_one_below_the_smallest_field_is_refused() -> None:
+    shape = VideoShape(60, 72, 88)  # carphone at half size, 60 frames: the full field's MLP crowds a low target
+    full = replace(NVP_C, rate=RateConfig()).setup(shape=shape)
+    assert full.config.mlp.hidden_dim == 32
+    for share in (1.5, 3.0 / FIXED_SHARE):
+        target = share * fixed_bpp(full)
+        built = replace(NVP_C, rate=RateConfig(target_bpp=target)).setup(shape=shape)
+        if share < 1.0 / FIXED_SHARE:  # crowded: smaller until the MLP and models take at most FIXED_SHARE of the target
+            assert built.config.mlp.hidden_dim < 32 and fixed_bpp(built) <= FIXED_SHARE * target
+            # The file holds the config as trained: the decoder rebuilds the smaller field, not the full one.
+            decoded = decode(container.from_bytes(container.to_bytes(compress(built.eval(), INFO, CodecOptions())), "x"), "x")[0]
+            assert decoded.config == built.config and torch.equal(frames(decoded), frames(quantised(built, CodecOptions())))
+        else:
+            assert built.config == full.config
+    smallest = NVP_C
+    while smallest.smaller() is not None:
+        smallest = smallest.smaller()
+    assert (smallest.mlp.hidden_dim, smallest.keyframes.num_levels, smallest.positional.num_levels) == (8, 4, 4)
+    floor = fixed_bpp(replace(smallest, rate=RateConfig()).setup(shape=shape))
+    with pytest.raises(SystemExit, match=r"error: a target of 0.001 bpp is below what the smallest field stores besides its latents"):
+        replace(NVP_C, rate=RateConfig(target_bpp=0.001)).setup(shape=shape)
+    replace(NVP_C, rate=RateConfig(target_bpp=1.01 * floor)).setup(shape=shape)
 
 
 def test_a_field_without_grids_cannot_train_for_rate() -> None:

@@ -13,7 +13,7 @@ import pytest
 from nvp_nerfstudio.data.video import VideoSource, load_video
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, psnr_against_time
-from nvp_nerfstudio.scripts.suite import SuiteConfig, main
+from nvp_nerfstudio.scripts.suite import SuiteConfig, main, read_suite
 
 SUITE = """
 [[clips]]
@@ -82,3 +82,19 @@ def test_a_bad_suite_or_flag_is_one_error_line_before_any_training(tmp_path: Pat
     lines = result.stderr.strip().splitlines()
     assert lines and lines[-1].startswith("error:") and message in lines[-1] and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("suite", ["suite_cpu.toml", "suite_gpu.toml"])
+def test_the_shipped_suites_name_clips_that_exist_or_that_the_fetch_script_makes(tmp_path: Path, suite: str) -> None:
+    import re
+
+    from nvp_nerfstudio.data.video import SAMPLE_CLIPS
+
+    root = Path(__file__).parent.parent
+    fetched = set(re.findall(r'"\$out/([^"/]+)"', (root / "scripts" / "get_suite_clips.sh").read_text()))
+    for name in fetched:  # stand-ins where the script puts each clip: read_suite checks the suite's paths
+        (tmp_path / name).touch()
+    clips = read_suite(root / "benchmarks" / suite, tmp_path)
+    samples = {clip.source.data.removeprefix("sample:") for clip in clips if clip.source.data.startswith("sample:")}
+    assert samples <= set(SAMPLE_CLIPS) and len(clips) >= 6
+    assert len({clip.name for clip in clips}) == len(clips)

@@ -390,7 +390,10 @@ def compress(field: VideoField, info: VideoInfo, options: CodecOptions = CodecOp
     meta = {
         "method": info.method,
         "field": config_to_dict(field.config),
-        "video": {"frames": field.shape.num_frames, "height": field.shape.height, "width": field.shape.width, "fps": info.fps},
+        "video": {
+            "frames": field.shape.num_frames, "height": field.shape.height, "width": field.shape.width, "fps": info.fps,
+            "shots": list(field.shape.shot_starts),
+        },
         "selection": asdict(info.selection),
         "codecs": {
             "image": options.image_codec, "image_quality": options.image_quality, "video": options.video_codec,
@@ -488,9 +491,12 @@ def _parse_meta(meta: dict, source: str) -> tuple[VideoFieldConfig, VideoShape, 
             raise ValueError(f"it names method {method!r}, which this nvp-nerfstudio does not know")
         config = config_from_dict(METHODS[method].field, meta["field"])
         video, codecs, selection = meta["video"], meta["codecs"], meta["selection"]
-        shape = VideoShape(video["frames"], video["height"], video["width"])
+        shape = VideoShape(video["frames"], video["height"], video["width"], tuple(video.get("shots", (0,))))
         if not all(type(n) is int and 1 <= n < 1 << 24 for n in (shape.num_frames, shape.height, shape.width)):
             raise ValueError(f"its video size {shape} is out of range")
+        starts = shape.shot_starts
+        if not (starts[:1] == (0,) and all(type(n) is int for n in starts) and list(starts) == sorted(set(starts)) and starts[-1] < shape.num_frames):
+            raise ValueError("its shot list is malformed")
         if not isinstance(video["fps"], (int, float)) or not isinstance(selection, dict) or not isinstance(codecs, dict):
             raise ValueError("its video description is malformed")
         info = VideoInfo(method, float(video["fps"]), FrameSelection(**selection), SourceFingerprint.from_dict(meta.get("source")))

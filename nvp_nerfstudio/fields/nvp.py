@@ -3,8 +3,8 @@ reference code's per-frame positional features instead of the hash grid."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Tuple, Type
+from dataclasses import dataclass, field, replace
+from typing import Optional, Tuple, Type
 
 import torch
 from jaxtyping import Float
@@ -17,6 +17,9 @@ from nvp_nerfstudio.fields.modulated_mlp import ModulatedSirenConfig
 
 # (input axes, name) of each latent keyframe plane; axes index (x, y, t).
 KEYFRAME_PLANES = (((0, 1), "xy"), ((0, 2), "xt"), ((1, 2), "yt"))
+# The smallest NVP a rate target sizes down to (NVPFieldConfig.smaller).
+SMALLEST_WIDTH = 8
+SMALLEST_LEVELS = 4
 
 
 @dataclass
@@ -37,6 +40,28 @@ class NVPFieldConfig(VideoFieldConfig):
     positional_cells_per_frame: float = 2.0
     """Finest 3D-grid cells between neighbouring frames: >= 2 gives every frame grid vertices of its own."""
     mlp: ModulatedSirenConfig = field(default_factory=ModulatedSirenConfig)
+    keyframes_per_shot: bool = False
+    """An xy keyframe plane for each shot of the video (its scene cuts, data/shots.py) instead of one for the whole
+    clip: the xy plane holds what a shot's frames share, and one plane for several shots holds what none of them is.
+    The xt and yt planes and the 3D grid span the cuts. Off: the paper's single plane."""
+
+    @property
+    def uses_shots(self) -> bool:
+        return self.keyframes_per_shot
+
+    def smaller(self) -> Optional["NVPFieldConfig"]:
+        """Half the MLP's width (down to SMALLEST_WIDTH; its weights are most of what a rate-aware field stores
+        besides its latents), then half the levels of the keyframes and of the 3D grid (down to SMALLEST_LEVELS:
+        each level stores its steps and model)."""
+        if self.mlp.hidden_dim > SMALLEST_WIDTH:
+            return replace(self, mlp=replace(self.mlp, hidden_dim=max(SMALLEST_WIDTH, self.mlp.hidden_dim // 2)))
+        if max(self.keyframes.num_levels, self.positional.num_levels) > SMALLEST_LEVELS:
+            return replace(
+                self,
+                keyframes=replace(self.keyframes, num_levels=max(SMALLEST_LEVELS, self.keyframes.num_levels // 2)),
+                positional=replace(self.positional, num_levels=max(SMALLEST_LEVELS, self.positional.num_levels // 2)),
+            )
+        return None
 
 
 class NVPField(VideoField):
@@ -50,9 +75,12 @@ class NVPField(VideoField):
             max(2, round(shape.height * config.keyframe_resolution)),
             frames,
         )
+        shots = shape.shot_starts if config.keyframes_per_shot else (0,)
         self.keyframes = nn.ModuleDict(
             {
-                name: config.keyframes.setup(finest_resolution=[keyframe_res[axis] for axis in axes])
+                name: ShotPlanes(config.keyframes, [keyframe_res[axis] for axis in axes], shots, shape.num_frames)
+                if name == "xy" and len(shots) > 1
+                else config.keyframes.setup(finest_resolution=[keyframe_res[axis] for axis in axes])
                 for axes, name in KEYFRAME_PLANES
             }
         )
@@ -72,7 +100,9 @@ class NVPField(VideoField):
         )
 
     def latent(self, xyt: Float[Tensor, "n 3"]) -> Float[Tensor, "n latent"]:
-        if self.keyframes["xy"].backend_for(xyt[:, :2]) == "triton":
+        if isinstance(self.keyframes["xy"], ShotPlanes):
+            planes = [self.keyframes["xy"](xyt), *(self.keyframes[name](xyt[:, list(axes)]) for axes, name in KEYFRAME_PLANES[1:])]
+        elif self.keyframes["xy"].backend_for(xyt[:, :2]) == "triton":
             from nvp_nerfstudio.encodings.triton_grid import grids_forward
 
             # The three planes together (one launch forward, one or two backward), into their concatenated features.
@@ -86,6 +116,27 @@ class NVPField(VideoField):
         xyt = xyt.clamp(0.0, 1.0)
         # The paper's frames live in [-1, 1]; mapping back keeps the untrained output at mid-grey.
         return 0.5 + 0.5 * self.mlp(2.0 * xyt[:, 2:] - 1.0, self.latent(xyt))
+
+
+class ShotPlanes(nn.Module):
+    """An xy keyframe plane per shot: a point reads the plane of the shot its nearest frame is in."""
+
+    def __init__(self, config: GridEncodingConfig, finest_resolution: list[int], shot_starts: tuple[int, ...], num_frames: int) -> None:
+        super().__init__()
+        self.planes = nn.ModuleList(config.setup(finest_resolution=finest_resolution) for _ in shot_starts)
+        self.output_dim = self.planes[0].output_dim
+        self.last_frame = max(num_frames - 1, 1)
+        self.register_buffer("starts", torch.tensor(shot_starts, dtype=torch.float32), persistent=False)
+
+    def forward(self, xyt: Float[Tensor, "n 3"]) -> Float[Tensor, "n features"]:
+        frame = torch.round(xyt[:, 2] * self.last_frame).contiguous()
+        shot = torch.searchsorted(self.starts, frame, right=True) - 1
+        # Each plane reads its shot's points only: sorted by shot, split, and put back in order.
+        order = torch.argsort(shot)
+        counts = torch.bincount(shot, minlength=len(self.planes)).tolist()
+        points = xyt[order, :2].split(counts)
+        features = torch.cat([plane(part) for plane, part in zip(self.planes, points) if len(part)])
+        return torch.empty_like(features).index_copy_(0, order, features)
 
 
 @dataclass

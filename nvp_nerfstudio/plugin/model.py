@@ -61,7 +61,7 @@ class VideoModel(Model):
         video = self.kwargs["metadata"]["video"]
         self.video = video
         self.source_fingerprint = SourceFingerprint.of(video)
-        self.video_shape = VideoShape(video.num_frames, video.height, video.width)
+        self.video_shape = VideoShape.of(video, self.config.field)
         self.field = self.config.field.setup(shape=self.video_shape)
         longest = max(video.width, video.height)
         # World extent of the plane, matching the data parser's cameras (longest side 1).
@@ -91,8 +91,9 @@ class VideoModel(Model):
         return parameter_groups(self.field)
 
     def get_extra_state(self) -> Dict[str, Any]:
-        """Saved in every checkpoint: the fingerprint of the frames the run trains on."""
-        return {"source": self.source_fingerprint.to_dict()}
+        """Saved in every checkpoint: the fingerprint of the frames the run trains on, and where their shots begin
+        (a field built per shot is rebuilt from it without the frames: plugin/runs.py)."""
+        return {"source": self.source_fingerprint.to_dict(), "shots": list(self.video_shape.shot_starts)}
 
     def set_extra_state(self, state: Dict[str, Any]) -> None:
         """A loaded run (ns-eval, nvp-render, nvp-compress, a resume) refuses another video put at its source's path."""

@@ -31,7 +31,7 @@ def load_run(load_config: Path) -> tuple[VideoField, VideoInfo, VideoFrames, Pat
     info = VideoInfo(
         trainer_config.method_name,
         video.fps,
-        FrameSelection(parser.start_frame, parser.end_frame, parser.stride, parser.max_frames, parser.downscale),
+        parser.selection(),
         pipeline.model.source_fingerprint,
     )
     return pipeline.model.field.eval(), info, video, checkpoint
@@ -46,17 +46,25 @@ def load_field(load_config: Path, device: str = "cpu") -> tuple[VideoField, Vide
     from nvp_nerfstudio.plugin import allow_nerfstudio_checkpoints
 
     allow_nerfstudio_checkpoints()
-    config = yaml.load(load_config.read_text(), Loader=yaml.Loader)
+    try:
+        config = yaml.load(load_config.read_text(), Loader=yaml.Loader)
+    except (yaml.YAMLError, ValueError):  # ValueError: not text
+        config = None
+    if not hasattr(config, "get_checkpoint_dir"):
+        raise SystemExit(f"error: {load_config} is not the config.yml of an ns-train run: pass RUN/config.yml")
+    if not config.get_checkpoint_dir().is_dir():
+        raise SystemExit(f"error: {config.get_checkpoint_dir()} does not exist: the run saved no checkpoint (pass another run)")
     config.load_dir = config.get_checkpoint_dir()  # VideoTrainerConfig picks the newest checkpoint that loads
     checkpoint = config.load_dir / f"step-{config.load_step:09d}.ckpt"
     state = torch.load(checkpoint, map_location="cpu")["pipeline"]
-    fingerprint = SourceFingerprint.from_dict(state.get("_model._extra_state", {}).get("source"))
+    extra = state.get("_model._extra_state", {})
+    fingerprint = SourceFingerprint.from_dict(extra.get("source"))
     datamanager = config.pipeline.datamanager
     parser = datamanager.dataparser
-    selection = FrameSelection(parser.start_frame, parser.end_frame, parser.stride, parser.max_frames, parser.downscale)
+    selection = parser.selection()  # as trained: a kept prefix of a truncated video too
     source = str(datamanager.data or parser.data)
-    num_frames, width, height, fps = source_frames(source, parser.selection(), fingerprint)  # as trained: a kept prefix too
-    field = config.pipeline.model.field.setup(shape=VideoShape(num_frames, height, width))
+    num_frames, width, height, fps = source_frames(source, selection, fingerprint)
+    field = config.pipeline.model.field.setup(shape=VideoShape(num_frames, height, width, tuple(extra.get("shots", (0,)))))
     weights = {key[len(FIELD_PREFIX) :]: value for key, value in state.items() if key.startswith(FIELD_PREFIX)}
     missing, unexpected = field.load_state_dict(weights, strict=False)
     if missing or unexpected:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,6 +118,8 @@ def fit(config: FitSegmentsConfig) -> None:
         if torch.device(device).type == "cuda":  # NCCL's collectives run on the current device: this rank's own
             torch.cuda.set_device(torch.device(device))
         torch.distributed.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
+    # The outermost folder this makes: taken away again if the fit fails before anything is written in it.
+    made = next((folder for folder in reversed([config.output_dir, *config.output_dir.parents]) if not folder.exists()), None)
     try:
         config.output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -138,7 +141,7 @@ def fit(config: FitSegmentsConfig) -> None:
             )
             # A progress figure over 3 of the segment's frames: `nvp-long evaluate` scores every frame.
             curve, trained = psnr_against_time(run, segment, shape, final_frames=evenly_spaced(range(segment.num_frames), 3))
-            saved = {"method": config.method, "shape": astuple(shape), "state_dict": trained.state_dict()}
+            saved = {"method": config.method, "shape": astuple(trained.shape), "state_dict": trained.state_dict()}  # its shots too
             save_segment(saved, config.output_dir / name)
             CONSOLE.print(
                 f"segment {number} (frames {segment.source_indices[0]}-{segment.source_indices[-1]}): "
@@ -146,6 +149,8 @@ def fit(config: FitSegmentsConfig) -> None:
             )
             del trained, segment  # before the next segment is decoded
     except VideoInputError as err:
+        if made is not None and not any(path.is_file() for path in made.rglob("*")):
+            shutil.rmtree(made, ignore_errors=True)
         raise SystemExit(f"error: {err}") from None
     if world > 1:
         torch.distributed.barrier()

@@ -116,7 +116,6 @@ def main(config: SuiteConfig) -> dict[str, dict[str, dict]]:
     clips = [clip for clip in clips if not config.only or clip.name in config.only]
     if config.output_dir.exists() and not config.output_dir.is_dir():
         raise SystemExit(f"error: {config.output_dir} is a file: --output-dir needs a folder")
-    config.output_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, dict]] = {}
     described: dict[str, str] = {}
     for clip in clips:
@@ -131,6 +130,7 @@ def main(config: SuiteConfig) -> dict[str, dict[str, dict]]:
             runs[method] = {"psnr": last["psnr"], "steps": last["steps"], "seconds": last["seconds"], "samples_per_s": last["samples"] / last["seconds"], "curve": curve}
             del field
         results[clip.name] = runs
+        config.output_dir.mkdir(parents=True, exist_ok=True)  # made once there is something to write in it
         curves = {method: run["curve"] for method, run in runs.items()}
         plot_psnr_against_time(config.output_dir / f"psnr_vs_time_{clip.name}.png", described[clip.name], curves)
         per_frame = {method: curve[-1]["frame_psnr"] for method, curve in curves.items()}

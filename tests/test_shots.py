@@ -61,3 +61,21 @@ def test_shots_travel_in_the_nvp_file_and_a_malformed_list_is_refused() -> None:
         stored.meta["video"]["shots"] = shots
         with pytest.raises(CompressedFileError, match="shot list is malformed"):
             decode(container.from_bytes(container.to_bytes(stored), "x"), "x")
+
+
+def test_an_ns_train_run_with_shots_compresses_and_decodes_without_its_frames(tmp_path, two_shots: torch.Tensor) -> None:
+    """ns-train nvp-fast on a clip with a cut: the checkpoint holds the shots, so nvp-compress (which streams the
+    source without holding it) rebuilds the per-shot field, and the .nvp file decodes to it."""
+    from conftest import train_tiny_run, write_clip
+
+    from nvp_nerfstudio.compression.field_codec import decompress
+    from nvp_nerfstudio.scripts import compress as compress_command
+
+    clip = write_clip(tmp_path / "two_shots.mp4", two_shots.numpy(), crf="0")
+    config = train_tiny_run(tmp_path / "outputs", str(clip), "--max-num-iterations", "3", "--pipeline.datamanager.dataparser.max-frames", "1000",
+                            method="nvp-fast")
+    checkpoint = torch.load(next(config.parent.glob("nerfstudio_models/*.ckpt")), map_location="cpu", weights_only=False)
+    assert checkpoint["pipeline"]["_model._extra_state"]["shots"] == [0, 20]
+    compress_command.main(compress_command.CompressConfig(config, tmp_path / "clip.nvp"))
+    field = decompress(tmp_path / "clip.nvp")
+    assert field.shape.shot_starts == (0, 20) and len(field.keyframes["xy"].planes) == 2

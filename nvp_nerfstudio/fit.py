@@ -297,8 +297,8 @@ def psnr_against_time(
 ) -> tuple[list[dict], VideoField]:
     """PSNR points of a run trained on `train_frames` (default: all) for config.seconds of wall time
     (or config.steps steps), scored on `eval_frames` (default: config.eval_frames of them) and, the last
-    point, on `final_frames` (default: every frame), whose per-frame PSNRs it also holds ("frame_psnr": frame
-    index -> dB); and the trained field."""
+    point, on `final_frames` (default: every frame), whose per-frame PSNRs it also holds ("frame_psnr": [frame
+    index, dB] pairs, as JSON keeps them); and the trained field."""
     if method_field(config).uses_shots and shape.shot_starts == (0,):
         shape = VideoShape.of(video, method_field(config))
     field_module = build_field(config, shape)
@@ -337,7 +337,7 @@ def psnr_against_time(
                 next_eval += config.eval_every
                 progress.update(task, completed=min(done_fraction(), 1.0), psnr=f"{score:.2f} dB at {trained:.0f} s")
     # Where the error sits in time: the run's figure frame by frame.
-    points[-1]["frame_psnr"] = dict(zip(final_frames, scores))
+    points[-1]["frame_psnr"] = [[frame, score] for frame, score in zip(final_frames, scores)]
     CONSOLE.print(
         f"{config.method}: PSNR {points[-1]['psnr']:.2f} dB after {trained:.0f} s ({steps} steps of {batch}), "
         f"mean of {len(final_frames)} frames"

@@ -133,7 +133,7 @@ def main(config: SuiteConfig) -> dict[str, dict[str, dict]]:
         config.output_dir.mkdir(parents=True, exist_ok=True)  # made once there is something to write in it
         curves = {method: run["curve"] for method, run in runs.items()}
         plot_psnr_against_time(config.output_dir / f"psnr_vs_time_{clip.name}.png", described[clip.name], curves)
-        per_frame = {method: curve[-1]["frame_psnr"] for method, curve in curves.items()}
+        per_frame = {method: dict(curve[-1]["frame_psnr"]) for method, curve in curves.items()}
         plot_psnr_per_frame(config.output_dir / f"psnr_per_frame_{clip.name}.png", described[clip.name], per_frame, config.baseline)
         # Written after every clip: a long suite that stops keeps what it measured.
         text = report(config, results, described)

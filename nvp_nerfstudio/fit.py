@@ -287,6 +287,83 @@ def evenly_spaced(frames: Sequence[int], count: int) -> list[int]:
     return [frames[round(i * (len(frames) - 1) / max(count - 1, 1))] for i in range(count)]
 
 
+class TimedRun:
+    """One method's training run under config.seconds of wall time (or config.steps steps), with its PSNR points:
+    scored on `eval_frames` (default: config.eval_frames of them) every config.eval_every seconds of training and,
+    the last point, on `final_frames` (default: every frame), whose per-frame PSNRs it also holds ("frame_psnr":
+    [frame index, dB] pairs, as JSON keeps them). Trains on `train_frames` (default: all)."""
+
+    def __init__(
+        self,
+        config: FitConfig,
+        video: VideoFrames,
+        shape: VideoShape,
+        train_frames: Optional[Sequence[int]] = None,
+        eval_frames: Optional[Sequence[int]] = None,
+        final_frames: Optional[Sequence[int]] = None,
+    ) -> None:
+        if method_field(config).uses_shots and shape.shot_starts == (0,):
+            shape = VideoShape.of(video, method_field(config))
+        self.config, self.video = config, video
+        self.field_module = build_field(config, shape)
+        sampler = sampler_for(config, video, self.field_module, train_frames)
+        self.batch = training_batch(config)
+        self.chunk = render_chunk(config)
+        # Compiling (torch.compile; Triton's kernels on CUDA) happens outside the clock.
+        self.train_steps = TrainSteps(config, self.field_module, sampler, self.batch, warm_up=config.compile or is_cuda(config))
+        self.eval_frames = evenly_spaced(range(video.num_frames), config.eval_frames) if eval_frames is None else list(eval_frames)
+        self.final_frames = list(range(video.num_frames)) if final_frames is None else list(final_frames)
+        self.points: list[dict] = []
+        self.trained, self.steps, self.samples, self.next_eval = 0.0, 0, 0, config.eval_every
+
+    def done_fraction(self) -> float:
+        return self.steps / self.config.steps if self.config.steps else self.trained / self.config.seconds
+
+    @property
+    def finished(self) -> bool:
+        return self.done_fraction() >= 1.0
+
+    def step(self) -> None:
+        """One training step at the schedule's learning rate, then a PSNR point if one is due."""
+        # Cosine decay over the run, as the paper's schedule.
+        lr = initial_lr(self.config) * cosine_lr_factor(self.done_fraction())
+        start = time.perf_counter()
+        self.samples += self.train_steps(lr, self.done_fraction())
+        self.trained += time.perf_counter() - start
+        self.steps += 1
+        if self.trained >= self.next_eval or self.finished:
+            frames = self.final_frames if self.finished else self.eval_frames
+            scores = frame_psnrs(self.field_module, self.video, frames, self.chunk)
+            # The budget this point stands for (the clock overshoots it by up to a step); none in steps mode.
+            budget = None if self.config.steps else min(self.next_eval, self.config.seconds)
+            point = {"seconds": self.trained, "budget_s": budget, "steps": self.steps, "samples": self.samples,
+                     "psnr": sum(scores) / len(scores), "frames": len(frames)}
+            if self.finished:  # where the error sits in time: the run's figure frame by frame
+                point["frame_psnr"] = [[frame, score] for frame, score in zip(frames, scores)]
+                CONSOLE.print(
+                    f"{self.config.method}: PSNR {point['psnr']:.2f} dB after {self.trained:.0f} s ({self.steps} steps of {self.batch}), "
+                    f"mean of {len(frames)} frames"
+                )
+            self.points.append(point)
+            self.next_eval += self.config.eval_every
+
+    def progress_text(self) -> str:
+        return f"{self.points[-1]['psnr']:.2f} dB at {self.trained:.0f} s" if self.points else ""
+
+
+def train_runs(runs: Sequence[TimedRun]) -> None:
+    """Train the runs to their ends, one step at a time, always the one with the least training behind it (as a
+    fraction of its budget): runs of several methods then share the machine's speed as it drifts (memory bandwidth
+    on a shared machine moves by tens of percent over minutes), where one run after another would not."""
+    columns = (TextColumn("training {task.description} {task.fields[psnr]}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=CONSOLE) as progress:
+        tasks = [progress.add_task(run.config.method, total=1.0, psnr="") for run in runs]
+        while not all(run.finished for run in runs):
+            index = min((i for i, run in enumerate(runs) if not run.finished), key=lambda i: runs[i].done_fraction())
+            runs[index].step()
+            progress.update(tasks[index], completed=min(runs[index].done_fraction(), 1.0), psnr=runs[index].progress_text())
+
+
 def psnr_against_time(
     config: FitConfig,
     video: VideoFrames,
@@ -295,54 +372,10 @@ def psnr_against_time(
     eval_frames: Optional[Sequence[int]] = None,
     final_frames: Optional[Sequence[int]] = None,
 ) -> tuple[list[dict], VideoField]:
-    """PSNR points of a run trained on `train_frames` (default: all) for config.seconds of wall time
-    (or config.steps steps), scored on `eval_frames` (default: config.eval_frames of them) and, the last
-    point, on `final_frames` (default: every frame), whose per-frame PSNRs it also holds ("frame_psnr": [frame
-    index, dB] pairs, as JSON keeps them); and the trained field."""
-    if method_field(config).uses_shots and shape.shot_starts == (0,):
-        shape = VideoShape.of(video, method_field(config))
-    field_module = build_field(config, shape)
-    sampler = sampler_for(config, video, field_module, train_frames)
-    batch = training_batch(config)
-    chunk = render_chunk(config)
-    # Compiling (torch.compile; Triton's kernels on CUDA) happens outside the clock.
-    train_steps = TrainSteps(config, field_module, sampler, batch, warm_up=config.compile or is_cuda(config))
-    if eval_frames is None:
-        eval_frames = evenly_spaced(range(video.num_frames), config.eval_frames)
-    final_frames = list(range(video.num_frames)) if final_frames is None else list(final_frames)
-    points, trained, steps, samples, next_eval = [], 0.0, 0, 0, config.eval_every
-
-    def done_fraction() -> float:
-        return steps / config.steps if config.steps else trained / config.seconds
-
-    columns = (TextColumn(f"training {config.method} {{task.fields[psnr]}}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=CONSOLE) as progress:
-        task = progress.add_task("train", total=1.0, psnr="")
-        while done_fraction() < 1.0:
-            # Cosine decay over the run, as the paper's schedule.
-            lr = initial_lr(config) * cosine_lr_factor(done_fraction())
-            start = time.perf_counter()
-            samples += train_steps(lr, done_fraction())
-            trained += time.perf_counter() - start
-            steps += 1
-            if trained >= next_eval or done_fraction() >= 1.0:
-                frames = final_frames if done_fraction() >= 1.0 else eval_frames
-                scores = frame_psnrs(field_module, video, frames, chunk)
-                score = sum(scores) / len(scores)
-                # The budget this point stands for (the clock overshoots it by up to a step); none in steps mode.
-                budget = None if config.steps else min(next_eval, config.seconds)
-                points.append(
-                    {"seconds": trained, "budget_s": budget, "steps": steps, "samples": samples, "psnr": score, "frames": len(frames)}
-                )
-                next_eval += config.eval_every
-                progress.update(task, completed=min(done_fraction(), 1.0), psnr=f"{score:.2f} dB at {trained:.0f} s")
-    # Where the error sits in time: the run's figure frame by frame.
-    points[-1]["frame_psnr"] = [[frame, score] for frame, score in zip(final_frames, scores)]
-    CONSOLE.print(
-        f"{config.method}: PSNR {points[-1]['psnr']:.2f} dB after {trained:.0f} s ({steps} steps of {batch}), "
-        f"mean of {len(final_frames)} frames"
-    )
-    return points, field_module
+    """PSNR points of one run (TimedRun) trained to its end, and the trained field."""
+    run = TimedRun(config, video, shape, train_frames, eval_frames, final_frames)
+    train_runs([run])
+    return run.points, run.field_module
 
 
 def check_methods(names: Sequence[str], config: Optional[FitConfig] = None) -> None:

@@ -87,6 +87,11 @@ CASES = {
     ".nvp with a flipped byte": Case("nvp-decompress", "{flipped_nvp} -o {root}/never.mp4", "flipped.nvp"),
     "reference of another video": Case("nvp-decompress", "{clip_nvp} -o {root}/never.mp4 --reference {other_mp4}", "other.mp4"),
     "reference missing": Case("nvp-decompress", "{clip_nvp} -o {root}/never.mp4 --reference {root}/missing.mp4", "missing.mp4"),
+    # Outputs in folders yet to be made: nothing made stays behind.
+    "damaged .nvp to a new folder": Case("nvp-decompress", "{flipped_nvp} -o {root}/new/deeper/clip.mp4", "flipped.nvp"),
+    "damaged .nvp to new PNG frames": Case("nvp-decompress", "{cut_nvp} -o {root}/new/frames", "cut.nvp"),
+    "render past the end to a new folder": Case("nvp-render", "--load-config {config} --output {root}/new/clip.mp4 --start-frame 50", "outside the video"),
+    "segments of a cut video to a new folder": Case("nvp-long", "fit --data {cut_mp4} --segment-frames 4 --steps-per-segment 2 --output-dir {root}/new/segments", "truncated or damaged"),
     # Output paths.
     "output under a file": Case("nvp-decompress", "{clip_nvp} -o {clip_mp4}/out.mp4", "is a file, not a folder"),
     "output of no video format": Case("nvp-decompress", "{clip_nvp} -o {root}/never.gif", ".gif is not a video format"),

@@ -45,6 +45,22 @@ def written_atomically(path: Path) -> Iterator[Path]:
         raise
 
 
+def make_folder(folder: Path) -> list[Path]:
+    """Make `folder` and its missing parents; the folders it made, innermost first."""
+    missing = [made for made in (folder, *folder.parents) if not made.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Take the folders (innermost first) away again, as long as they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 class OutputPathError(ValueError):
     """An output path that cannot be written: the message names it and what to do."""
 
@@ -88,16 +104,20 @@ def partial_path(path: Path) -> Path:
 
 def check_output(path: Path) -> None:
     """Raise OutputPathError, in one line, for an output that could not be written: an unknown extension, a file
-    where a folder is asked for, a parent that is a file or not writable. Creates missing parent folders."""
+    where a folder is asked for, a parent that is a file or not writable. Makes nothing that stays: FrameWriter
+    makes missing parent folders when it starts writing."""
     is_video = video_format(path) is not None
     if not is_video and path.exists() and not path.is_dir():
         raise OutputPathError(f"cannot write PNG frames into {path}: it is a file; pass a folder name or a video file name")
     existing = next(parent for parent in path.parents if parent.exists())
     if not existing.is_dir():
         raise OutputPathError(f"cannot write {path}: {existing} is a file, not a folder; choose another output path")
+    if existing != path.parent:  # the writer will make the folders: check that it may
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputPathError(f"cannot write {path}: no permission to make folders in {existing}; choose another output path")
+        return
     partial = partial_path(path)
     try:  # create what the writer will create, so that it fails here and not after the rendering
-        path.parent.mkdir(parents=True, exist_ok=True)
         if is_video:
             partial.touch()
             partial.unlink()
@@ -122,11 +142,16 @@ class FrameWriter:
         self.partial = partial_path(output)
         self.index = 0
         self.container = None
+        self.made = make_folder(output.parent)  # taken away again if the writing fails
         fmt = video_format(output)
         if fmt is None:
             self.partial.mkdir()
             return
-        self.container = av.open(str(self.partial), "w")
+        try:
+            self.container = av.open(str(self.partial), "w")
+        except BaseException:
+            remove_empty(self.made)
+            raise
         self.stream = self.container.add_stream(fmt.codec, rate=Fraction(fps).limit_denominator(1001))
         self.even = fmt.pix_fmt.endswith("420p")
         # 4:2:0 needs even sizes: pad by repeating the last row/column.
@@ -147,6 +172,7 @@ class FrameWriter:
         return self
 
     def __exit__(self, error_type, *_) -> None:
+        published = False
         try:
             if self.container is not None:
                 with self.container:  # closed whatever happens
@@ -154,11 +180,14 @@ class FrameWriter:
                         self.container.mux(self.stream.encode())
             if error_type is None:
                 self._publish()
-        finally:  # a failure or an interruption: the partial output goes
+                published = True
+        finally:  # a failure or an interruption: the partial output goes, and the folders made for it
             if self.partial.is_dir():
                 shutil.rmtree(self.partial)
             else:
                 self.partial.unlink(missing_ok=True)
+            if not published:
+                remove_empty(self.made)
 
     def _publish(self) -> None:
         if self.container is not None or not self.output.is_dir():

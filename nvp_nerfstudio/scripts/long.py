@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from nvp_nerfstudio.compression import container
 from nvp_nerfstudio.compression.container import Container, Section
 from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo
 from nvp_nerfstudio.compression.field_codec import compress as compress_field
-from nvp_nerfstudio.data.output import FrameWriter, check_output, to_uint8, written_atomically
+from nvp_nerfstudio.data.output import FrameWriter, check_output, make_folder, remove_empty, to_uint8, written_atomically
 from nvp_nerfstudio.data.video import FrameSelection, VideoInputError, VideoSource, iter_segments, open_frames
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, evenly_spaced, psnr_against_time
@@ -118,10 +117,8 @@ def fit(config: FitSegmentsConfig) -> None:
         if torch.device(device).type == "cuda":  # NCCL's collectives run on the current device: this rank's own
             torch.cuda.set_device(torch.device(device))
         torch.distributed.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
-    # The outermost folder this makes: taken away again if the fit fails before anything is written in it.
-    made = next((folder for folder in reversed([config.output_dir, *config.output_dir.parents]) if not folder.exists()), None)
     try:
-        config.output_dir.mkdir(parents=True, exist_ok=True)
+        made = make_folder(config.output_dir)
     except OSError as err:
         raise SystemExit(f"error: cannot make the output folder {config.output_dir} ({err.strerror}): pass another --output-dir") from None
     selection = config.source.selection
@@ -148,10 +145,11 @@ def fit(config: FitSegmentsConfig) -> None:
                 f"{curve[-1]['psnr']:.2f} dB over {curve[-1]['frames']} of its frames, peak RSS {peak_rss_mib():.0f} MiB"
             )
             del trained, segment  # before the next segment is decoded
-    except VideoInputError as err:
-        if made is not None and not any(path.is_file() for path in made.rglob("*")):
-            shutil.rmtree(made, ignore_errors=True)
-        raise SystemExit(f"error: {err}") from None
+    except BaseException as err:
+        remove_empty(made)  # the folders made for the segments go again if the fit failed before writing in them
+        if isinstance(err, VideoInputError):
+            raise SystemExit(f"error: {err}") from None
+        raise
     if world > 1:
         torch.distributed.barrier()
     if rank == 0:

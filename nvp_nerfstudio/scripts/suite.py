@@ -2,7 +2,8 @@
 
 A suite is a TOML file of clips (`[[clips]]` with name, data, and optionally downscale and max_frames); data is
 sample:NAME, or a path relative to --clips-dir. Each method trains on each clip with the one core training loop
-(fit.py) for the same wall-clock budget; the report (suite.md, suite.json with every frame's PSNR, and per clip a
+(fit.py) for the same wall-clock budget, the methods of a clip a step at a time in turn (so that a drift in the
+machine's speed hits each alike); the report (suite.md, suite.json with every frame's PSNR, and per clip a
 PSNR-against-time plot and a per-frame PSNR plot against the baseline) gives each clip's PSNR and samples/s per
 method, and each method's median and worst PSNR difference against the baseline method across the clips.
 
@@ -23,9 +24,9 @@ from rich.console import Console
 
 from nvp_nerfstudio.cli import command
 from nvp_nerfstudio.data.output import written_atomically
-from nvp_nerfstudio.data.video import VideoInputError, VideoSource
+from nvp_nerfstudio.data.video import VideoFrames, VideoInputError, VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
-from nvp_nerfstudio.fit import FitConfig, check_methods, psnr_against_time, training_batch
+from nvp_nerfstudio.fit import FitConfig, TimedRun, check_methods, psnr_against_time, train_runs, training_batch
 from nvp_nerfstudio.plots import plot_psnr_against_time, plot_psnr_per_frame
 
 CONSOLE = Console()
@@ -45,6 +46,10 @@ class SuiteConfig(FitConfig):
     """The method every other is compared with (median and worst PSNR difference over the clips)."""
     seconds: float = 150.0
     """Wall-clock training budget per method and clip."""
+    interleave: bool = True
+    """Train a clip's methods together, a step of one at a time (the one with the least training behind it), so
+    that a drift in the machine's speed slows each alike; every field is in memory at once. False: one method
+    after another."""
     output_dir: Path = Path("suite-results")
 
 
@@ -104,6 +109,15 @@ def report(config: SuiteConfig, results: dict[str, dict[str, dict]], clips: dict
     return "\n".join(lines) + "\n"
 
 
+def train_methods(config: SuiteConfig, video: VideoFrames, shape: VideoShape) -> dict[str, list[dict]]:
+    """Each method's PSNR points on the clip: trained together (config.interleave) or one after another."""
+    if not config.interleave:
+        return {method: psnr_against_time(replace(config, method=method), video, shape)[0] for method in config.methods}
+    runs = [TimedRun(replace(config, method=method), video, shape) for method in config.methods]
+    train_runs(runs)
+    return {run.config.method: run.points for run in runs}
+
+
 @command()
 def main(config: SuiteConfig) -> dict[str, dict[str, dict]]:
     check_methods(config.methods, config)
@@ -123,15 +137,14 @@ def main(config: SuiteConfig) -> dict[str, dict[str, dict]]:
         shape = VideoShape(video.num_frames, video.height, video.width)
         described[clip.name] = f"{clip.name} ({video.width}x{video.height}, {video.num_frames} frames)"
         CONSOLE.rule(described[clip.name])
-        runs = {}
-        for method in config.methods:
-            curve, field = psnr_against_time(replace(config, method=method), video, shape)
-            last = curve[-1]
-            runs[method] = {"psnr": last["psnr"], "steps": last["steps"], "seconds": last["seconds"], "samples_per_s": last["samples"] / last["seconds"], "curve": curve}
-            del field
+        curves = train_methods(config, video, shape)
+        runs = {
+            method: {"psnr": curve[-1]["psnr"], "steps": curve[-1]["steps"], "seconds": curve[-1]["seconds"],
+                     "samples_per_s": curve[-1]["samples"] / curve[-1]["seconds"], "curve": curve}
+            for method, curve in curves.items()
+        }
         results[clip.name] = runs
         config.output_dir.mkdir(parents=True, exist_ok=True)  # made once there is something to write in it
-        curves = {method: run["curve"] for method, run in runs.items()}
         plot_psnr_against_time(config.output_dir / f"psnr_vs_time_{clip.name}.png", described[clip.name], curves)
         per_frame = {method: dict(curve[-1]["frame_psnr"]) for method, curve in curves.items()}
         plot_psnr_per_frame(config.output_dir / f"psnr_per_frame_{clip.name}.png", described[clip.name], per_frame, config.baseline)

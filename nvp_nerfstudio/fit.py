@@ -302,8 +302,9 @@ class TimedRun:
         eval_frames: Optional[Sequence[int]] = None,
         final_frames: Optional[Sequence[int]] = None,
     ) -> None:
-        if method_field(config).uses_shots and shape.shot_starts == (0,):
-            shape = VideoShape.of(video, method_field(config))
+        field_config = method_field(config)
+        if field_config.uses_shots and shape.shot_starts == (0,):
+            shape = VideoShape.of(video, field_config)
         self.config, self.video = config, video
         self.field_module = build_field(config, shape)
         sampler = sampler_for(config, video, self.field_module, train_frames)

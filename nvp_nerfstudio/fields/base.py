@@ -27,9 +27,9 @@ class VideoShape:
     each shot its own; the others ignore it."""
 
     @classmethod
-    def of(cls, video: VideoFrames, config: Optional["VideoFieldConfig"] = None) -> "VideoShape":
+    def of(cls, video: VideoFrames, config: "VideoFieldConfig") -> "VideoShape":
         """The shape of decoded frames, with their shots found only where the field config uses them."""
-        shots = shot_starts(video.frames) if config is not None and config.uses_shots else (0,)
+        shots = shot_starts(video.frames) if config.uses_shots else (0,)
         return cls(video.num_frames, video.height, video.width, shots)
 
 

@@ -52,9 +52,10 @@ def load_field(load_config: Path, device: str = "cpu") -> tuple[VideoField, Vide
         config = None
     if not hasattr(config, "get_checkpoint_dir"):
         raise SystemExit(f"error: {load_config} is not the config.yml of an ns-train run: pass RUN/config.yml")
-    if not config.get_checkpoint_dir().is_dir():
-        raise SystemExit(f"error: {config.get_checkpoint_dir()} does not exist: the run saved no checkpoint (pass another run)")
-    config.load_dir = config.get_checkpoint_dir()  # VideoTrainerConfig picks the newest checkpoint that loads
+    checkpoints = config.get_checkpoint_dir()
+    if not checkpoints.is_dir():
+        raise SystemExit(f"error: {checkpoints} does not exist: the run saved no checkpoint (pass another run)")
+    config.load_dir = checkpoints  # VideoTrainerConfig picks the newest checkpoint that loads
     checkpoint = config.load_dir / f"step-{config.load_step:09d}.ckpt"
     state = torch.load(checkpoint, map_location="cpu")["pipeline"]
     extra = state.get("_model._extra_state", {})

@@ -1,7 +1,7 @@
 """nvp-compare: several registered video methods on the same clip, for the same wall time (or steps).
 
-Each method trains in turn with the same data, seed, batch size and schedule (the benchmark's
-training loop), then one table (PSNR, SSIM, MS-SSIM, FLIP, LPIPS, parameters, bits per pixel of its
+The methods train together, a step of one at a time (so that a drift in the machine's speed slows each
+alike), with the same data, seed, batch size and schedule (the benchmark's training loop), then one table (PSNR, SSIM, MS-SSIM, FLIP, LPIPS, parameters, bits per pixel of its
 weights, training time, samples/s, decoding frames/s), a PSNR-against-time plot and an image grid of
 one frame from every method beside the truth land in one folder. With `--holdout-every k` it scores
 frame interpolation instead: every k-th frame is left out of training, only those are scored, and
@@ -30,7 +30,7 @@ from nvp_nerfstudio.data.interpolation import blend
 from nvp_nerfstudio.data.masks import load_mask, temporal_median_fill
 from nvp_nerfstudio.data.video import VideoFrames, VideoInputError, VideoSource, holdout_split
 from nvp_nerfstudio.fields.base import VideoShape
-from nvp_nerfstudio.fit import FitConfig, check_methods, evenly_spaced, is_cuda, psnr_against_time, render_chunk
+from nvp_nerfstudio.fit import FitConfig, TimedRun, check_methods, evenly_spaced, is_cuda, render_chunk, train_runs
 from nvp_nerfstudio.metrics import HIGHER_IS_BETTER, METRIC_NAMES, bits_per_pixel, frame_metrics, psnr
 from nvp_nerfstudio.plots import plot_psnr_against_time
 from nvp_nerfstudio.rendering import render_frame
@@ -46,7 +46,7 @@ REGION_METRICS = ("psnr_masked", "psnr_known")
 class CompareConfig:
     source: tyro.conf.OmitArgPrefixes[VideoSource] = VideoSource("sample:bikes")
     methods: Tuple[str, ...] = ("nvp", "ngp-video", "kplanes-video", "ffn-video", "siren-video")
-    """Methods of nvp_nerfstudio/methods.py, trained one after another."""
+    """Methods of nvp_nerfstudio/methods.py, trained together, a step of one at a time (fit.train_runs)."""
     time_budget: float = 300.0
     """Seconds of training per method."""
     steps: Optional[int] = None
@@ -112,13 +112,24 @@ def perceptual_frames(config: CompareConfig, scored: list[int]) -> list[int]:
     return evenly_spaced(scored, config.eval_frames)
 
 
-def run_method(config: CompareConfig, name: str, video: VideoFrames, train_frames: list[int], scored: list[int]):
-    fit_config = FitConfig(
-        method=name, device=config.device, seconds=config.time_budget, steps=config.steps,
-        train_batch=config.train_batch, eval_every=config.eval_every, seed=config.seed,
-    )
+def train_methods(config: CompareConfig, video: VideoFrames, train_frames: list[int], scored: list[int]) -> list[TimedRun]:
+    """Every method's run, trained together in turns (train_runs: a drift in the machine's speed slows each alike)."""
     shape = VideoShape(video.num_frames, video.height, video.width)
-    curve, trained = psnr_against_time(fit_config, video, shape, train_frames, perceptual_frames(config, scored), scored)
+    runs = [
+        TimedRun(
+            FitConfig(method=name, device=config.device, seconds=config.time_budget, steps=config.steps,
+                      train_batch=config.train_batch, eval_every=config.eval_every, seed=config.seed),
+            video, shape, train_frames, perceptual_frames(config, scored), scored,
+        )
+        for name in config.methods
+    ]
+    train_runs(runs)
+    return runs
+
+
+def run_result(config: CompareConfig, run: TimedRun, video: VideoFrames, scored: list[int]):
+    """A trained run's metrics, sizes and speeds, and its render of the middle scored frame."""
+    fit_config, curve, trained = run.config, run.points, run.field_module
     trained.eval()
     last = max(video.num_frames - 1, 1)
     chunk = render_chunk(fit_config)
@@ -136,7 +147,7 @@ def run_method(config: CompareConfig, name: str, video: VideoFrames, train_frame
     metrics, middle = mean_metrics(predict, video, scored, config.metrics, perceptual_frames(config, scored))
     final = curve[-1]
     result = MethodResult(
-        name, metrics, sum(p.numel() for p in trained.parameters()), final["seconds"], final["steps"],
+        fit_config.method, metrics, sum(p.numel() for p in trained.parameters()), final["seconds"], final["steps"],
         final["samples"] / final["seconds"], len(scored) / render_seconds, curve,
     )
     return result, middle
@@ -286,8 +297,8 @@ def main(config: CompareConfig) -> list[MethodResult]:
         video.missing = load_mask(config.mask, video, config.source.selection)
     CONSOLE.print(f"Comparing {', '.join(config.methods)} on {video.clip_name}")
     results, predictions = [], {}
-    for name in config.methods:
-        result, predictions[name] = run_method(config, name, video, train_frames, scored)
+    for run in train_methods(config, video, train_frames, scored):
+        result, predictions[run.config.method] = run_result(config, run, video, scored)
         results.append(result)
     if config.holdout_every is not None:
         result, predictions[BLEND] = blend_result(config, video, train_frames, scored)

@@ -26,7 +26,7 @@ from nvp_nerfstudio.cli import command
 from nvp_nerfstudio.data.output import written_atomically
 from nvp_nerfstudio.data.video import VideoFrames, VideoInputError, VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
-from nvp_nerfstudio.fit import FitConfig, TimedRun, check_methods, psnr_against_time, train_runs, training_batch
+from nvp_nerfstudio.fit import FitConfig, TimedRun, check_methods, train_runs, training_batch
 from nvp_nerfstudio.plots import plot_psnr_against_time, plot_psnr_per_frame
 
 CONSOLE = Console()
@@ -46,10 +46,6 @@ class SuiteConfig(FitConfig):
     """The method every other is compared with (median and worst PSNR difference over the clips)."""
     seconds: float = 150.0
     """Wall-clock training budget per method and clip."""
-    interleave: bool = True
-    """Train a clip's methods together, a step of one at a time (the one with the least training behind it), so
-    that a drift in the machine's speed slows each alike; every field is in memory at once. False: one method
-    after another."""
     output_dir: Path = Path("suite-results")
 
 
@@ -110,9 +106,7 @@ def report(config: SuiteConfig, results: dict[str, dict[str, dict]], clips: dict
 
 
 def train_methods(config: SuiteConfig, video: VideoFrames, shape: VideoShape) -> dict[str, list[dict]]:
-    """Each method's PSNR points on the clip: trained together (config.interleave) or one after another."""
-    if not config.interleave:
-        return {method: psnr_against_time(replace(config, method=method), video, shape)[0] for method in config.methods}
+    """Each method's PSNR points on the clip, the methods trained together in turns (train_runs)."""
     runs = [TimedRun(replace(config, method=method), video, shape) for method in config.methods]
     train_runs(runs)
     return {run.config.method: run.points for run in runs}

@@ -366,15 +366,10 @@ def train_runs(runs: Sequence[TimedRun]) -> None:
 
 
 def psnr_against_time(
-    config: FitConfig,
-    video: VideoFrames,
-    shape: VideoShape,
-    train_frames: Optional[Sequence[int]] = None,
-    eval_frames: Optional[Sequence[int]] = None,
-    final_frames: Optional[Sequence[int]] = None,
+    config: FitConfig, video: VideoFrames, shape: VideoShape, final_frames: Optional[Sequence[int]] = None
 ) -> tuple[list[dict], VideoField]:
-    """PSNR points of one run (TimedRun) trained to its end, and the trained field."""
-    run = TimedRun(config, video, shape, train_frames, eval_frames, final_frames)
+    """PSNR points of one run (TimedRun, trained on every frame) trained to its end, and the trained field."""
+    run = TimedRun(config, video, shape, final_frames=final_frames)
     train_runs([run])
     return run.points, run.field_module
 

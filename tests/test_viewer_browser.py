@@ -123,13 +123,14 @@ def test_viewer_draws_each_output_as_sharp_as_the_field(trained_run) -> None:
         select_output(page, "accumulation")
         # The still render comes above Max res: the plane's share of it would have fewer pixels than the video.
         # nerfstudio drops a render that a newer request interrupts; on a loaded machine the still one was seen not to
-        # come within a minute: asked for again (the output switched away and back, as a user would), twice at most.
-        for attempt in range(3):
+        # come within a minute (and once, in a fresh clone's CI, not within three tries of 30 s): asked for again (the
+        # output switched away and back, as a user would), four times at most.
+        for attempt in range(5):
             try:
                 wait_for(lambda: render_size(page)[0] > MAX_RES, SHARP_WITHIN / 2, "a still render above Max res")
                 break
             except TimeoutError:
-                if attempt == 2:
+                if attempt == 4:
                     raise
                 select_output(page, "rgb")
                 select_output(page, "accumulation")

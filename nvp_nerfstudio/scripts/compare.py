@@ -1,8 +1,8 @@
 """nvp-compare: several registered video methods on the same clip, for the same wall time (or steps).
 
 The methods train together, a step of one at a time (so that a drift in the machine's speed slows each
-alike), with the same data, seed, batch size and schedule (the benchmark's training loop), then one table (PSNR, SSIM, MS-SSIM, FLIP, LPIPS, parameters, bits per pixel of its
-weights, training time, samples/s, decoding frames/s), a PSNR-against-time plot and an image grid of
+alike), with the same data, seed, batch size and schedule (the benchmark's training loop), then one table
+(PSNR, SSIM, MS-SSIM, FLIP, LPIPS, parameters, bits per pixel of its weights, training time, samples/s, decoding frames/s), a PSNR-against-time plot and an image grid of
 one frame from every method beside the truth land in one folder. With `--holdout-every k` it scores
 frame interpolation instead: every k-th frame is left out of training, only those are scored, and
 linear blending of the neighbouring frames joins the table. With `--mask` it scores inpainting: the

@@ -2,8 +2,9 @@
 
 The methods train together, a step of one at a time (so that a drift in the machine's speed slows each
 alike), with the same data, seed, batch size and schedule (the benchmark's training loop), then one table
-(PSNR, SSIM, MS-SSIM, FLIP, LPIPS, parameters, bits per pixel of its weights, training time, samples/s, decoding frames/s), a PSNR-against-time plot and an image grid of
-one frame from every method beside the truth land in one folder. With `--holdout-every k` it scores
+(PSNR, SSIM, MS-SSIM, FLIP, LPIPS, parameters, bits per pixel of its weights, training time, samples/s,
+decoding frames/s), a PSNR-against-time plot and an image grid of one frame from every method beside the
+truth land in one folder. With `--holdout-every k` it scores
 frame interpolation instead: every k-th frame is left out of training, only those are scored, and
 linear blending of the neighbouring frames joins the table. With `--mask` it scores inpainting: the
 masked pixels are left out of training, PSNR is also reported on them and on the rest apart, and a

@@ -12,6 +12,7 @@ from conftest import moving_gradient, write_clip
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.viewer.render_state_machine import RenderStateMachine
+from nerfstudio.viewer_legacy.server.viewer_utils import IOChangeException, SetTrace
 
 from nvp_nerfstudio.data.sampler import FramePixelSampler
 from nvp_nerfstudio.plugin.dataparser import VideoDataParserConfig
@@ -166,6 +167,51 @@ def test_a_still_viewer_render_gives_the_plane_every_pixel_of_the_video(clip: Pa
     assert results[0]["rgb"].shape[:2] == (int(camera.height), int(camera.width)) and int(camera.width) > 32
     assert int(plane.any(0).sum()) >= 20 and int(plane.any(1).sum()) >= 12
     assert model.get_outputs_for_camera(facing_camera(3.0))["rgb"].shape == (32, 32, 3)  # any other render: as asked
+
+
+def test_a_viewer_render_interrupted_at_any_line_leaves_the_next_render_to_finish(clip: Path) -> None:
+    """nerfstudio's viewer stops a render by raising from a trace function at whatever line its render thread is on
+    (viewer_utils.SetTrace). Interrupted at each line in turn, the thread's next render still finishes: nothing a
+    render takes (the grid kernels' lock) is left held."""
+    model, _ = video_model(clip)
+    model.eval()
+    camera = facing_camera(3.0)
+    model.get_outputs_for_camera(camera)  # the first call also compiles the grid kernels
+    line_events = 0
+
+    def count(frame, event, arg):
+        nonlocal line_events
+        line_events += event == "line"
+        return count
+
+    with SetTrace(count):
+        model.get_outputs_for_camera(camera)
+    assert line_events > 100
+    interrupted_at, finished = [], []
+
+    def render_thread() -> None:
+        for line in range(1, line_events + 1):
+            seen = 0
+
+            def interrupt(frame, event, arg):
+                nonlocal seen
+                seen += event == "line"
+                if seen == line:
+                    raise IOChangeException
+                return interrupt
+
+            try:
+                with SetTrace(interrupt):
+                    model.get_outputs_for_camera(camera)
+            except IOChangeException:
+                interrupted_at.append(line)
+        finished.append(model.get_outputs_for_camera(camera))
+
+    thread = threading.Thread(target=render_thread, daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    assert finished, f"a render hung after one interrupted at line event {interrupted_at[-1]} of {line_events}"
+    assert len(interrupted_at) > line_events // 2
 
 
 def test_sampler_coordinates_match_the_rays_nerfstudio_generates(clip: Path) -> None:

@@ -26,7 +26,7 @@ from nvp_nerfstudio.fields.nvp import NVPFieldConfig
 from nvp_nerfstudio.fit import training_losses
 from nvp_nerfstudio.metrics import LpipsWeightsError, frame_metrics, psnr
 from nvp_nerfstudio.plugin import set_up_process
-from nvp_nerfstudio.plugin.viewer import MAX_STILL_RENDER_SIDE, VideoViewerControl, rendering_still_view
+from nvp_nerfstudio.plugin.viewer import MAX_STILL_RENDER_SIDE, VideoViewerControl, rendering_still_view, uninterrupted
 from nvp_nerfstudio.rate import parameter_groups, set_training_progress
 
 
@@ -235,7 +235,7 @@ class VideoModel(Model):
         )
         points = pixel_coordinates(rows, columns, xyt[0, 2], grid_height, grid_width).reshape(-1, 3)
         chunk = self.config.eval_num_rays_per_chunk
-        rgb = torch.cat([self.field(points[start : start + chunk]) for start in range(0, len(points), chunk)])
+        rgb = torch.cat([uninterrupted(self.field, points[start : start + chunk]) for start in range(0, len(points), chunk)])
         rgb = rgb.clamp(0.0, 1.0)
         truth = self.ground_truth(points, torch.ones(len(points), dtype=torch.bool, device=points.device))
         error = (rgb - truth).abs().mean(-1, keepdim=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import sys
 import threading
+from typing import Callable, TypeVar
 
 from nerfstudio.viewer.render_state_machine import RenderStateMachine
 from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
@@ -16,6 +18,25 @@ FILL = 0.9
 PANEL_FRACTION = 0.27
 # Longest side of a still render raised to the video's own resolution: the most nerfstudio's Max res slider offers.
 MAX_STILL_RENDER_SIDE = 2048
+
+
+Result = TypeVar("Result")
+
+
+def uninterrupted(function: Callable[..., Result], *args) -> Result:
+    """function(*args) out of reach of the viewer's interrupt.
+
+    nerfstudio's viewer stops a render by raising from a trace function (viewer_utils.SetTrace) at whatever line its
+    render thread is on: at the line of a `with` block's exit that skips the exit, so the grid kernels' lock, taken
+    there, stayed held and every later render and training step waited for it. Untraced, the call runs whole; an
+    interrupt that came meanwhile is raised at the caller's next line.
+    """
+    tracer = sys.gettrace()
+    sys.settrace(None)
+    try:
+        return function(*args)
+    finally:
+        sys.settrace(tracer)
 
 
 def rendering_still_view() -> bool:

@@ -63,6 +63,11 @@ CASES = {
     "frames of two sizes": Case("nvp-compare", "--data {mixed_dir} --steps 2 --output-dir {root}/never", "frame_00001.png"),
     "float frames above 1": Case("nvp-bench", f"--data {{hdr_dir}} {TRAIN_FLAGS}", "outside 0..1"),
     # Options.
+    "unknown flag": Case("nvp-bench", f"--no-such-flag {TRAIN_FLAGS}", "unrecognized option --no-such-flag"),
+    "a word for a number": Case("nvp-compare", "--data {clip_mp4} --steps ten --output-dir {root}/never", "--steps: invalid literal for int()"),
+    "a choice not offered": Case("nvp-bench", f"--grid-backends cuda {TRAIN_FLAGS}", "--grid-backends 'cuda' is not one of"),
+    "required option missing": Case("nvp-render", "--load-config {root}/missing.yml", "missing --output"),
+    "no subcommand": Case("nvp-long", "", "expected a command, one of fit"),
     "unknown method": Case("nvp-bench", f"--methods no-such {TRAIN_FLAGS}", "no-such"),
     "rate flag for no rate method": Case("nvp-bench", f"--methods nvp --target-bpp 0.1 {TRAIN_FLAGS}", "--target-bpp"),
     "CUDA graph on a CPU": Case("nvp-bench", f"--data {{clip_mp4}} --device cpu --cuda-graph {TRAIN_FLAGS}", "--cuda-graph"),
@@ -211,5 +216,6 @@ def test_bad_input_ends_in_one_error_line_and_writes_nothing(inputs: dict[str, P
     message = exit_.value.code
     assert isinstance(message, str), f"exit code {message!r}: {capsys.readouterr().err[-2000:]}"
     assert message.startswith("error: ") and "\n" not in message and case.says in message, message
-    assert "Traceback" not in capsys.readouterr().err
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr and "╭" not in stderr  # no traceback, no box of tyro's
     assert snapshot(inputs["root"]) == before  # nothing written, nothing half-written, nothing changed

@@ -20,7 +20,7 @@ import torch
 import tyro
 from rich.console import Console
 
-from nvp_nerfstudio.cli import command
+from nvp_nerfstudio.cli import command, parse
 from nvp_nerfstudio.data.video import VideoFrames, VideoSource
 from nvp_nerfstudio.encodings.grid import GridBackend, GridEncodingConfig
 from nvp_nerfstudio.fields.base import VideoField, VideoShape
@@ -400,7 +400,7 @@ def main(config: BenchConfig) -> dict:
 
 
 def entrypoint() -> None:
-    main(tyro.cli(BenchConfig))
+    main(parse(BenchConfig))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import tyro
 
-from nvp_nerfstudio.cli import command
+from nvp_nerfstudio.cli import command, parse
 from nvp_nerfstudio.data.interpolation import blend_psnr
 from nvp_nerfstudio.data.video import VideoSource, holdout_split
 
@@ -31,7 +31,7 @@ def main(config: BlendConfig) -> None:
 
 
 def entrypoint() -> None:
-    main(tyro.cli(BlendConfig))
+    main(parse(BlendConfig))
 
 
 if __name__ == "__main__":

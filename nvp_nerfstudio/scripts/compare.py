@@ -26,7 +26,7 @@ import tyro
 from rich.console import Console
 from rich.table import Table
 
-from nvp_nerfstudio.cli import command
+from nvp_nerfstudio.cli import command, parse
 from nvp_nerfstudio.data.interpolation import blend
 from nvp_nerfstudio.data.masks import load_mask, temporal_median_fill
 from nvp_nerfstudio.data.video import VideoFrames, VideoInputError, VideoSource, holdout_split
@@ -312,7 +312,7 @@ def main(config: CompareConfig) -> list[MethodResult]:
 
 
 def entrypoint() -> None:
-    main(tyro.cli(CompareConfig))
+    main(parse(CompareConfig))
 
 
 if __name__ == "__main__":

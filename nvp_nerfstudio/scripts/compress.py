@@ -15,7 +15,7 @@ import tyro
 from rich.console import Console
 from rich.table import Table
 
-from nvp_nerfstudio.cli import command
+from nvp_nerfstudio.cli import command, parse
 from nvp_nerfstudio.compression import container
 from nvp_nerfstudio.compression.container import Container
 from nvp_nerfstudio.compression.field_codec import CodecOptions, compress
@@ -70,7 +70,7 @@ def main(config: CompressConfig) -> None:
 
 
 def entrypoint() -> None:
-    main(tyro.cli(CompressConfig))
+    main(parse(CompressConfig))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
-from nvp_nerfstudio.cli import command
+from nvp_nerfstudio.cli import command, parse
 from nvp_nerfstudio.compression import container
 from nvp_nerfstudio.compression.container import CompressedFileError, Container
 from nvp_nerfstudio.compression.field_codec import decode
@@ -130,7 +130,7 @@ def main(config: DecompressConfig) -> None:
 
 
 def entrypoint() -> None:
-    main(tyro.cli(DecompressConfig))
+    main(parse(DecompressConfig))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import tyro
-
+from nvp_nerfstudio.cli import parse
 from nvp_nerfstudio.metrics import LpipsWeightsError, lpips_model, lpips_weights_path
 
 
@@ -17,4 +16,4 @@ def fetch() -> None:
 
 
 def entrypoint() -> None:
-    tyro.cli(fetch)
+    parse(fetch)

@@ -29,7 +29,7 @@ import torch
 import tyro
 from rich.console import Console
 
-from nvp_nerfstudio.cli import command
+from nvp_nerfstudio.cli import command, one_line_parse_errors
 from nvp_nerfstudio.compression import container
 from nvp_nerfstudio.compression.container import Container, Section
 from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo
@@ -269,7 +269,8 @@ COMMANDS = {"fit": (FitSegmentsConfig, fit), "render": (RenderConfig, render), "
 
 
 def entrypoint() -> None:
-    config = tyro.extras.subcommand_cli_from_dict({name: config_type for name, (config_type, _) in COMMANDS.items()})
+    with one_line_parse_errors():
+        config = tyro.extras.subcommand_cli_from_dict({name: config_type for name, (config_type, _) in COMMANDS.items()})
     next(command for config_type, command in COMMANDS.values() if isinstance(config, config_type))(config)
 
 

@@ -28,13 +28,12 @@ from typing import Literal, Optional, Tuple
 import av
 import numpy as np
 import torch
-import tyro
 from jaxtyping import UInt8
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 
-from nvp_nerfstudio.cli import command
+from nvp_nerfstudio.cli import command, parse
 from nvp_nerfstudio.compression import container, reference_codecs
 from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, compress, decode, raw_8bit_bytes
 from nvp_nerfstudio.data.output import to_uint8
@@ -671,7 +670,7 @@ def main(config: RateDistortionConfig) -> tuple[list[RunResult], list[Point]]:
 
 
 def entrypoint() -> None:
-    main(tyro.cli(RateDistortionConfig))
+    main(parse(RateDistortionConfig))
 
 
 if __name__ == "__main__":

@@ -16,11 +16,10 @@ from typing import Iterator, Optional
 import numpy as np
 import psutil
 import torch
-import tyro
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from nvp_nerfstudio.cli import command
+from nvp_nerfstudio.cli import command, parse
 from nvp_nerfstudio.data.output import FrameWriter, check_output, to_uint8
 from nvp_nerfstudio.data.video import VideoFrames
 from nvp_nerfstudio.plugin.runs import load_field, load_run
@@ -128,7 +127,7 @@ def main(config: RenderConfig) -> None:
 
 
 def entrypoint() -> None:
-    main(tyro.cli(RenderConfig))
+    main(parse(RenderConfig))
 
 
 if __name__ == "__main__":

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Tuple
 
 import tomllib
-import tyro
 from rich.console import Console
 
-from nvp_nerfstudio.cli import command
+from nvp_nerfstudio.cli import command, parse
 from nvp_nerfstudio.data.output import written_atomically
 from nvp_nerfstudio.data.video import VideoFrames, VideoInputError, VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
@@ -154,7 +153,7 @@ def main(config: SuiteConfig) -> dict[str, dict[str, dict]]:
 
 
 def entrypoint() -> None:
-    main(tyro.cli(SuiteConfig))
+    main(parse(SuiteConfig))
 
 
 if __name__ == "__main__":

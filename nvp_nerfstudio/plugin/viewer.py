@@ -27,9 +27,9 @@ def uninterrupted(function: Callable[..., Result], *args) -> Result:
     """function(*args) out of reach of the viewer's interrupt.
 
     nerfstudio's viewer stops a render by raising from a trace function (viewer_utils.SetTrace) at whatever line its
-    render thread is on: at the line of a `with` block's exit that skips the exit, so the grid kernels' lock, taken
-    there, stayed held and every later render and training step waited for it. Untraced, the call runs whole; an
-    interrupt that came meanwhile is raised at the caller's next line.
+    render thread is on. Raised on the line where a `with` block ends, the exception skips the block's exit: the
+    grid kernels' lock stayed held, and every later render and training step waited for it forever. Untraced, the
+    call runs whole; an interrupt that came meanwhile is raised at the caller's next line.
     """
     tracer = sys.gettrace()
     sys.settrace(None)

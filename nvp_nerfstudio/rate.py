@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from nvp_nerfstudio.compression.geometry import level_geometry
 from nvp_nerfstudio.compression.latent_coder import LevelModel
-from nvp_nerfstudio.compression.latent_model import LatentEntropyModel, QuantiseMode, rounded_straight_through
+from nvp_nerfstudio.compression.latent_model import LatentEntropyModel, QuantiseMode, coded_bits, rounded_straight_through
 from nvp_nerfstudio.encodings.grid import GridEncoding
 
 # Entries of a grid whose rate a training step estimates: each level's share of them drawn uniformly from the
@@ -164,7 +164,7 @@ class LatentQuantiser(nn.Module):
             bits = self.model.bits(part, level)
             total = total + bits * (size / count)
             with torch.no_grad():
-                rounded += float(self.model.bits(coded_part, level) if noise is not None else bits) * (size / count)
+                rounded += coded_bits(coded_part, self.model.bits(coded_part, level) if noise is not None else bits) * (size / count)
         return total, rounded
 
     def steps(self) -> Float[Tensor, "levels features"]:

@@ -1,5 +1,5 @@
-"""Where nvp-c's bits go, level by level: each latent level's range-coded bytes, the empirical entropy of its
-symbols under the same channel prediction (what a perfectly fitted model of that kind would take, its own cost
+"""Where nvp-c's bits go, level by level: each latent level's range-coded bytes (as the file codes them, and under
+the trained model alone), the empirical entropy of its symbols under the same channel prediction (what a perfectly fitted model of that kind would take, its own cost
 left out), and the empirical entropy with a least-squares linear prediction from causal neighbours added
 (left, up, up-left, up-right in a plane; the three earlier neighbours in a 3D crop) -- an upper bound on what a
 spatial context model for the mean could save. Hashed levels have no spatial order: the same under both.
@@ -16,6 +16,7 @@ from rich.console import Console
 
 from nvp_nerfstudio.compression import latent_coder
 from nvp_nerfstudio.compression.field_codec import levels
+from nvp_nerfstudio.compression.latent_model import coding_model
 from nvp_nerfstudio.data.video import VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, psnr_against_time
@@ -66,8 +67,9 @@ def main() -> None:
     field.eval()
     rows = []
     for level in levels(field):
-        symbols, model = level.symbols(), level.grid.quantiser.model.level_model(level.index)
-        coded = len(latent_coder.encode(symbols, model))
+        symbols, trained = level.symbols(), level.grid.quantiser.model.level_model(level.index)
+        model = coding_model(symbols, trained)
+        coded, under_trained = len(latent_coder.encode(symbols, model)), len(latent_coder.encode(symbols, trained))
         channel_only = sum(entropy_bytes(symbols[:, c] - latent_coder.shifts(symbols, model, c)) for c in range(symbols.shape[1]))
         spatial = channel_only
         geometry = level.geometry
@@ -75,16 +77,16 @@ def main() -> None:
             crop = symbols[: geometry.crop_size].reshape(*reversed(geometry.crop), symbols.shape[1]).astype(np.float64)
             rest = symbols[geometry.crop_size :]
             spatial = spatial_entropy_bytes(crop) + sum(entropy_bytes(rest[:, c]) for c in range(rest.shape[1]) if len(rest))
-        rows.append((level.name, "hashed" if geometry.hashed else f"dense {geometry.crop}", coded, channel_only, spatial))
-    CONSOLE.print("| level | kind | coded bytes | entropy, channel prediction | entropy, + causal neighbours |")
-    CONSOLE.print("|---|---|---|---|---|")
-    for name, kind, coded, channel_only, spatial in rows:
-        CONSOLE.print(f"| {name} | {kind} | {coded:,} | {channel_only:,.0f} | {spatial:,.0f} |")
-    coded, channel_only, spatial = (sum(row[i] for row in rows) for i in (2, 3, 4))
+        rows.append((level.name, "hashed" if geometry.hashed else f"dense {geometry.crop}", coded, under_trained, channel_only, spatial))
+    CONSOLE.print("| level | kind | coded bytes | under the trained model | entropy, channel prediction | entropy, + causal neighbours |")
+    CONSOLE.print("|---|---|---|---|---|---|")
+    for name, kind, coded, under_trained, channel_only, spatial in rows:
+        CONSOLE.print(f"| {name} | {kind} | {coded:,} | {under_trained:,} | {channel_only:,.0f} | {spatial:,.0f} |")
+    coded, under_trained, channel_only, spatial = (sum(row[i] for row in rows) for i in (2, 3, 4, 5))
     hashed = sum(row[2] for row in rows if row[1] == "hashed")
     CONSOLE.print(
-        f"| all | hashed levels {hashed / coded:.0%} of the coded bytes | {coded:,} | {channel_only:,.0f} "
-        f"({channel_only / coded - 1:+.1%}) | {spatial:,.0f} ({spatial / coded - 1:+.1%}) |"
+        f"| all | hashed levels {hashed / coded:.0%} of the coded bytes | {coded:,} | {under_trained:,} ({under_trained / coded - 1:+.1%}) "
+        f"| {channel_only:,.0f} ({channel_only / coded - 1:+.1%}) | {spatial:,.0f} ({spatial / coded - 1:+.1%}) |"
     )
 
 

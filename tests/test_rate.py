@@ -9,9 +9,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nvp_nerfstudio.compression import container
+from nvp_nerfstudio.compression import container, latent_coder
 from nvp_nerfstudio.compression.container import CompressedFileError
 from nvp_nerfstudio.compression.field_codec import OTHERS_SECTION, CodecOptions, VideoInfo, compress, decode, levels, quantised
+from nvp_nerfstudio.compression.latent_model import coded_bits
 from nvp_nerfstudio.data.video import FrameSelection, VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, psnr_against_time
@@ -73,10 +74,26 @@ def test_the_rate_estimate_is_the_latents_bitstream_within_two_percent(field) ->
     for level in levels(field):
         model = level.grid.quantiser.model
         symbols = torch.from_numpy(level.symbols()).float()
-        estimated += float(model.bits(symbols, level.index).detach()) / 8
+        estimated += coded_bits(symbols, model.bits(symbols, level.index).detach()) / 8
         coded += sizes[level.name]
     assert coded > 1000
     assert abs(coded - estimated) < 0.02 * coded + 64 * len(levels(field))  # + the steps and models each section stores
+
+
+def test_a_level_whose_trained_model_lags_its_symbols_is_coded_under_their_fit(field) -> None:
+    """A trained model far from the symbols the file holds (its scales 20x too wide): the file codes that level under
+    the model fitted to them, and decodes to the same frames."""
+    lagging = copy.deepcopy(field)
+    level = max(levels(lagging), key=lambda level: len(level.symbols()))
+    with torch.no_grad():
+        level.grid.quantiser.model.log_scale[level.index] += math.log(20)
+    sizes = {}
+    for name, candidate in (("trained", field), ("lagging", lagging)):
+        stored = container.from_bytes(container.to_bytes(compress(candidate, INFO, CodecOptions())), "clip.nvp")
+        sizes[name] = next(len(section.payload) for section in stored.sections if section.name == level.name)
+        assert torch.equal(frames(decode(stored, "clip.nvp")[0]), frames(quantised(field, CodecOptions())))
+    under_lagging = len(latent_coder.encode(level.symbols(), level.grid.quantiser.model.level_model(level.index)))
+    assert sizes["trained"] <= sizes["lagging"] < 0.8 * under_lagging, (sizes, under_lagging)
 
 
 def test_the_estimate_rate_control_follows_is_the_files_size_within_five_percent(field) -> None:

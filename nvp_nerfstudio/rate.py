@@ -141,7 +141,8 @@ class LatentQuantiser(nn.Module):
         coded entries: each level's share drawn uniformly from its coded rows and gathered in one indexing
         (whose gradient is one table); the rows never coded get no rate gradient (under noise it would walk
         each of them by about a learning rate a step, and the estimate would count them). And, without a
-        gradient, the bits of the same entries rounded, as the file codes them. Under noise the
+        gradient, the bits of the same entries rounded: under the trained models while training reads noise, then
+        as the file codes them (latent_model.coded_bits). Under noise the
         two differ most where the rate is lowest: a symbol the model is sure of costs about 0.15 bits with noise
         (the logistic's narrowest scale, 1/16) and next to none rounded."""
         table, steps, noise = self.last
@@ -164,7 +165,9 @@ class LatentQuantiser(nn.Module):
             bits = self.model.bits(part, level)
             total = total + bits * (size / count)
             with torch.no_grad():
-                rounded += coded_bits(coded_part, self.model.bits(coded_part, level) if noise is not None else bits) * (size / count)
+                # Under noise, as the trained model codes them: fitted to them, the early latents (all near zero) would
+                # cost next to nothing, and rate control's aim would start from there. Rounded, as the file codes them.
+                rounded += (float(self.model.bits(coded_part, level)) if noise is not None else coded_bits(coded_part, bits)) * (size / count)
         return total, rounded
 
     def steps(self) -> Float[Tensor, "levels features"]:

@@ -121,6 +121,7 @@ def coding_model(symbols: Int[np.ndarray, "n channels"], trained: LevelModel) ->
     return min((trained, fit(symbols)), key=lambda model: len(encode(symbols, model)))
 
 
+@torch.no_grad()
 def coded_bits(symbols: Float[Tensor, "n channels"], trained: Float[Tensor, ""]) -> float:
     """The bits `coding_model` would code rounded symbols in, given their bits under the trained model: the
     smaller of those and their bits under the model `fit` makes of them (rate control's estimate of the file)."""
@@ -128,4 +129,4 @@ def coded_bits(symbols: Float[Tensor, "n channels"], trained: Float[Tensor, ""])
         return float(trained.detach())
     refitted = LatentEntropyModel(1, symbols.shape[1]).double()
     refitted.load_level_model(0, fit(symbols.detach().cpu().numpy().astype(np.int64)))
-    return min(float(trained.detach()), float(refitted.bits(symbols.detach().cpu().double(), 0)))
+    return min(float(trained.detach()), float(refitted.bits(symbols.cpu().double(), 0)))

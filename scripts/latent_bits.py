@@ -1,8 +1,9 @@
 """Where nvp-c's bits go, level by level: each latent level's range-coded bytes (as the file codes them, and under
-the trained model alone), the empirical entropy of its symbols under the same channel prediction (what a perfectly fitted model of that kind would take, its own cost
-left out), and the empirical entropy with a least-squares linear prediction from causal neighbours added
-(left, up, up-left, up-right in a plane; the three earlier neighbours in a 3D crop) -- an upper bound on what a
-spatial context model for the mean could save. Hashed levels have no spatial order: the same under both.
+the trained model alone), the empirical entropy of its symbols under the same channel prediction (what a perfectly
+fitted model of that kind would take, its own cost left out), and the empirical entropy with a least-squares linear
+prediction from causal neighbours added (left, up, up-left, up-right in a plane; the three earlier neighbours in a
+3D crop) -- an upper bound on what a spatial context model for the mean could save. Hashed levels have no spatial
+order: the same under both.
 
     python scripts/latent_bits.py --data sample:bikes --downscale 2 --steps 600
 """

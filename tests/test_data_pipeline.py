@@ -210,7 +210,7 @@ def test_a_viewer_render_interrupted_at_any_line_leaves_the_next_render_to_finis
     thread = threading.Thread(target=render_thread, daemon=True)
     thread.start()
     thread.join(timeout=120)
-    assert finished, f"a render hung after one interrupted at line event {interrupted_at[-1]} of {line_events}"
+    assert finished, f"a render hung after one interrupted at line event {interrupted_at[-1] if interrupted_at else '(none yet)'} of {line_events}"
     assert len(interrupted_at) > line_events // 2
 
 

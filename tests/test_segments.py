@@ -6,12 +6,15 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import av
 import pytest
 import torch
 from conftest import moving_gradient, write_clip
+from PIL import Image
 
 from nvp_nerfstudio.compression import container
-from nvp_nerfstudio.data.video import VideoSource, iter_segments, load_video
+from nvp_nerfstudio.data import video as video_module
+from nvp_nerfstudio.data.video import FrameSelection, VideoSource, iter_segments, load_video, resolve_source
 from nvp_nerfstudio.metrics import psnr
 from nvp_nerfstudio.scripts.decompress import DecompressConfig
 from nvp_nerfstudio.scripts.decompress import main as decompress_main
@@ -42,7 +45,95 @@ def test_segments_share_boundary_frames_and_match_the_whole_decode(tmp_path: Pat
     segments = list(iter_segments(clip, 4))
     assert [(s.source_indices[0], s.source_indices[-1]) for s in segments] == expected
     for segment in segments:
-        assert torch.equal(segment.frames, whole.frames[segment.source_indices[0] : segment.source_indices[-1] + 1])
+        assert torch.equal(segment.video.frames, whole.frames[segment.source_indices[0] : segment.source_indices[-1] + 1])
+
+
+class CountingContainer:
+    """A PyAV input container that counts the frames decoded from it."""
+
+    decoded = 0
+
+    def __init__(self, container) -> None:
+        self._container = container
+
+    def __getattr__(self, name: str):
+        return getattr(self._container, name)
+
+    def __enter__(self) -> "CountingContainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._container.close()
+
+    def decode(self, *args, **kwargs):
+        for frame in self._container.decode(*args, **kwargs):
+            CountingContainer.decoded += 1
+            yield frame
+
+
+def count_decoded_frames(monkeypatch: pytest.MonkeyPatch) -> type[CountingContainer]:
+    real_open = av.open
+    monkeypatch.setattr(video_module.av, "open", lambda *args, **kwargs: CountingContainer(real_open(*args, **kwargs)))
+    CountingContainer.decoded = 0
+    return CountingContainer
+
+
+def gop_clip(tmp_path: Path, suffix: str, codec: str, **options: str) -> Path:
+    """Real carphone frames re-encoded with a keyframe every 8 frames."""
+    carphone = load_video("sample:carphone", FrameSelection(max_frames=60)).frames.numpy()
+    return write_clip(tmp_path / f"carphone{suffix}", carphone, codec=codec, **options)
+
+
+@pytest.mark.parametrize("source", ["sample:bikes", "x264 mkv", "mpeg4 avi", "frames"])
+def test_each_rank_gets_its_segments_as_the_whole_decode_has_them(tmp_path: Path, source: str) -> None:
+    if source == "x264 mkv":
+        source = str(gop_clip(tmp_path, ".mkv", "libx264", g="8", bf="2"))
+    elif source == "mpeg4 avi":
+        source = str(gop_clip(tmp_path, ".avi", "mpeg4", g="8"))
+    elif source == "frames":
+        (tmp_path / "frames").mkdir()
+        for index, frame in enumerate(load_video("sample:carphone", FrameSelection(max_frames=40)).frames.numpy()):
+            Image.fromarray(frame).save(tmp_path / "frames" / f"frame_{index}.png")
+        source = str(tmp_path / "frames")
+    for selection in (FrameSelection(downscale=2), FrameSelection(start=3, stride=2, max_frames=25)):
+        whole = list(iter_segments(source, 10, selection))
+        assert sum(len(s.source_indices) - 1 for s in whole) + 1 == load_video(source, selection).num_frames
+        for world in (2, 3):
+            for rank in range(world):
+                parts = list(iter_segments(source, 10, selection, wanted=lambda n: n % world == rank))
+                assert [p.source_indices for p in parts] == [w.source_indices for w in whole]
+                for number, (part, full) in enumerate(zip(parts, whole)):
+                    if number % world == rank:
+                        assert torch.equal(part.video.frames, full.video.frames), (source, selection, world, rank, number)
+                    else:
+                        assert part.video is None
+
+
+def test_a_rank_decodes_from_the_keyframe_before_each_of_its_segments(monkeypatch: pytest.MonkeyPatch) -> None:
+    with av.open(str(resolve_source("sample:bikes"))) as container:  # scene cuts: keyframes at frames 0, 30, 76, 137, 187, 242
+        packets = [p for p in container.demux(container.streams.video[0]) if p.size]
+    assert [i for i, p in enumerate(sorted(packets, key=lambda p: p.pts)) if p.is_keyframe] == [0, 30, 76, 137, 187, 242]
+    counter = count_decoded_frames(monkeypatch)
+    parts = list(iter_segments("sample:bikes", 64, FrameSelection(downscale=4), wanted=lambda n: n % 2 == 1))
+    assert [(p.source_indices[0], p.source_indices[-1], p.video is not None) for p in parts] == [
+        (0, 63, False), (63, 126, True), (126, 189, False), (189, 249, True)
+    ]
+    # Segment 1 from the keyframe at 30 to its frame 126; segment 3 from 187 (a seek) to the end; and frame 0 twice,
+    # for its display rotation, on opening the file and on opening it to decode.
+    assert counter.decoded == (126 - 30 + 1) + (249 - 187 + 1) + 2
+
+
+def test_a_decode_that_disagrees_with_the_packets_falls_back_to_decoding_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = list(iter_segments("sample:carphone", 16))
+    honest = video_module._frame_index(resolve_source("sample:carphone"))
+    shifted = video_module.FrameIndex([t + 1 for t in honest.pts], honest.keyframes)  # every frame one tick late
+    monkeypatch.setattr(video_module, "_frame_index", lambda path: shifted)
+    with pytest.warns(UserWarning, match="from segment 2 on are decoded in order"):
+        parts = list(iter_segments("sample:carphone", 16, wanted=lambda n: n in (2, 3, 6)))
+    assert [p.source_indices for p in parts] == [w.source_indices for w in whole]
+    for number, (part, full) in enumerate(zip(parts, whole)):
+        assert (part.video is not None) == (number in (2, 3, 6))
+        assert part.video is None or torch.equal(part.video.frames, full.video.frames)
 
 
 def test_fit_render_evaluate_treat_segments_as_one_video(clip: Path, tmp_path: Path) -> None:

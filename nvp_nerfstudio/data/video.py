@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import itertools
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 import av
 import numpy as np
@@ -188,8 +190,14 @@ class FrameStream:
     fps: float
     expected_frames: int
     """How many frames the selection should keep (the container's count may be an estimate)."""
-    frames: Iterator[tuple[int, np.ndarray]]
-    """(source frame index, uint8 (H, W, 3) RGB) of each kept frame."""
+    decoded: Iterator[tuple[int, Callable[[], np.ndarray]]]
+    """(source frame index, a call that gives its uint8 (H, W, 3) RGB) of each kept frame: the conversion to RGB
+    at the selected size is the costly part, and a reader that only counts or skips frames need not pay it."""
+
+    @functools.cached_property
+    def frames(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(source frame index, uint8 (H, W, 3) RGB) of each kept frame."""
+        return ((index, rgb()) for index, rgb in self.decoded)
 
 
 def open_frames(data: str | Path, selection: FrameSelection = FrameSelection()) -> FrameStream:
@@ -221,28 +229,162 @@ def collect_frames(stream: FrameStream) -> VideoFrames:
     return VideoFrames(frames[: len(kept)], stream.source, fps=stream.fps, source_indices=kept)
 
 
-def iter_segments(data: str | Path, segment_frames: int, selection: FrameSelection = FrameSelection()) -> Iterator[VideoFrames]:
-    """The selected frames in consecutive segments of `segment_frames`, decoded in one pass and holding one
-    segment in memory. Neighbouring segments share their boundary frame, so each fits it and no frame is
-    left between two fields."""
+@dataclass
+class Segment:
+    """One segment of `iter_segments`: its source frames, and the frames themselves where they were asked for."""
+
+    source_indices: list[int]
+    video: Optional[VideoFrames]
+    """None for a segment not asked for: its frames are not converted, nor decoded where the file's packets say
+    where each frame is."""
+
+
+def iter_segments(
+    data: str | Path, segment_frames: int, selection: FrameSelection = FrameSelection(), wanted: Callable[[int], bool] = lambda number: True
+) -> Iterator[Segment]:
+    """The selected frames in consecutive segments of `segment_frames`, holding one segment in memory. Neighbouring
+    segments share their boundary frame, so each fits it and no frame is left between two fields.
+
+    Segment n's frames are read only if `wanted(n)`. Where every segment is, the source is decoded once, in order.
+    Otherwise a video file whose packets give every frame's timestamp is decoded only from the keyframe before each
+    wanted segment (in order where no keyframe lies between two); a file whose packets do not (or whose decode
+    does not match them) is decoded in order, converting only the wanted segments' frames."""
     if segment_frames < 2:
         raise VideoInputError(f"segments need at least 2 frames, got {segment_frames}")
     stream = open_frames(data, selection)
+    index = None
+    if not Path(stream.source).is_dir() and not all(wanted(number) for number in range(_max_segments(stream, segment_frames))):
+        index = _frame_index(Path(stream.source))
+    if index is None:
+        yield from _segments_in_order(stream, segment_frames, wanted)
+        return
+    stream.decoded.close()
+    done = 0
+    try:
+        for segment in _segments_by_index(stream, index, segment_frames, selection, wanted):
+            yield segment
+            done += 1
+    except _IndexMismatch as mismatch:  # the rest in order, from the segment that did not match
+        warnings.warn(f"{mismatch}: the frames from segment {done} on are decoded in order", stacklevel=2)
+        yield from itertools.islice(
+            _segments_in_order(open_frames(data, selection), segment_frames, lambda n: n >= done and wanted(n)), done, None
+        )
+
+
+def _max_segments(stream: FrameStream, segment_frames: int) -> int:
+    """How many segments the declared frame count makes, at least one (to ask `wanted` of each)."""
+    return max(1, math.ceil((stream.expected_frames - 1) / (segment_frames - 1)))
+
+
+def _segments_in_order(stream: FrameStream, segment_frames: int, wanted: Callable[[int], bool]) -> Iterator[Segment]:
     frames = torch.empty((segment_frames, stream.height, stream.width, 3), dtype=torch.uint8)
     kept: list[int] = []
-    yielded = False
-    for index, rgb in stream.frames:
-        frames[len(kept)].numpy()[...] = rgb
+    number = 0
+    for index, rgb in stream.decoded:
+        if wanted(number):
+            frames[len(kept)].numpy()[...] = rgb()
         kept.append(index)
         if len(kept) == segment_frames:
-            yield VideoFrames(frames.clone(), stream.source, stream.fps, kept)
-            yielded = True
-            frames[0] = frames[-1]
+            yield Segment(kept, VideoFrames(frames.clone(), stream.source, stream.fps, kept) if wanted(number) else None)
+            if wanted(number + 1) and not wanted(number):
+                frames[0].numpy()[...] = rgb()
+            elif wanted(number + 1):
+                frames[0] = frames[-1]
             kept = kept[-1:]
-    if len(kept) > 1 or (kept and not yielded):  # a last lone frame was the previous segment's boundary
-        yield VideoFrames(frames[: len(kept)].clone(), stream.source, stream.fps, kept)
+            number += 1
+    if len(kept) > 1 or (kept and number == 0):  # a last lone frame was the previous segment's boundary
+        video = VideoFrames(frames[: len(kept)].clone(), stream.source, stream.fps, kept) if wanted(number) else None
+        yield Segment(kept, video)
     elif not kept:
         raise VideoInputError(f"the frame selection keeps none of the frames of {stream.source}")
+
+
+@dataclass(frozen=True)
+class FrameIndex:
+    """Where each frame of a video file is, from its packets alone (no decoding)."""
+
+    pts: list[int]
+    """Presentation timestamp of each frame, in frame order."""
+    keyframes: list[int]
+    """The frames a decode can start from, ascending."""
+
+
+class _IndexMismatch(Exception):
+    """A decode gave a frame the file's packets did not promise."""
+
+
+def _frame_index(path: Path) -> Optional[FrameIndex]:
+    """The file's frame index, or None where its packets cannot say exactly which frame a decoded frame is: a
+    packet without a timestamp, two with one timestamp, packets an edit list discards, a first frame that is not
+    a keyframe, or more or fewer packets than the frames the container declares."""
+    timestamps, keys = [], set()
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            for packet in container.demux(stream):
+                if packet.size == 0:  # the demuxer's end-of-stream packet
+                    continue
+                if packet.pts is None or packet.is_discard:
+                    return None
+                timestamps.append(packet.pts)
+                if packet.is_keyframe:
+                    keys.add(packet.pts)
+            declared = stream.frames
+    except av.FFmpegError:  # the decode in order reports what is wrong with the file
+        return None
+    pts = sorted(timestamps)
+    if not pts or len(set(pts)) != len(pts) or (declared and declared != len(pts)) or pts[0] not in keys:
+        return None
+    return FrameIndex(pts, [i for i, t in enumerate(pts) if t in keys])
+
+
+def _segments_by_index(
+    stream: FrameStream, index: FrameIndex, segment_frames: int, selection: FrameSelection, wanted: Callable[[int], bool]
+) -> Iterator[Segment]:
+    """Segments as `iter_segments` makes them, the wanted ones decoded from the keyframe at or before their first
+    frame, or on from the previous wanted one where no keyframe lies between; _IndexMismatch if a decoded frame is
+    not the one the packets promise."""
+    kept = [i for i in range(len(index.pts)) if selection.keeps(i)][: selection.count(len(index.pts))]
+    if not kept:
+        raise VideoInputError(f"the frame selection keeps none of the frames of {stream.source}")
+    frame_of = {pts: number for number, pts in enumerate(index.pts)}
+    path = Path(stream.source)
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        video.thread_type = "AUTO"
+        convert = _rgb_converter(path, video, selection)[2]
+        decoded: Iterator[av.VideoFrame] | None = None
+        ahead = 0  # the frame `decoded` gives next
+        boundary: tuple[int, np.ndarray] | None = None  # the last frame converted: the next segment's first
+        for number, first in enumerate(range(0, max(1, len(kept) - 1), segment_frames - 1)):
+            indices = kept[first : first + segment_frames]
+            if not wanted(number):
+                yield Segment(indices, None)
+                continue
+            frames = torch.empty((len(indices), stream.height, stream.width, 3), dtype=torch.uint8)
+            todo = {source: position for position, source in enumerate(indices)}
+            if boundary is not None and boundary[0] in todo:
+                frames[todo.pop(boundary[0])].numpy()[...] = boundary[1]
+            start = max(k for k in index.keyframes if k <= indices[0])
+            if decoded is None or start > ahead:
+                container.seek(index.pts[start], stream=video, backward=True, any_frame=False)
+                decoded = container.decode(video)
+            try:
+                for frame in decoded:
+                    found = frame_of.get(frame.pts)
+                    if found is None:
+                        raise _IndexMismatch(f"{path}: decoded a frame at pts {frame.pts}, which no packet has")
+                    ahead = found + 1
+                    if found in todo:
+                        boundary = (found, convert(frame))
+                        frames[todo.pop(found)].numpy()[...] = boundary[1]
+                    if not todo:
+                        break
+            except av.FFmpegError as err:
+                raise _IndexMismatch(str(err)) from None
+            if todo:
+                raise _IndexMismatch(f"{path}: the decode ended before frame {min(todo)}")
+            yield Segment(indices, VideoFrames(frames, stream.source, stream.fps, indices))
 
 
 def _open_frame_folder(folder: Path, selection: FrameSelection) -> FrameStream:
@@ -253,19 +395,19 @@ def _open_frame_folder(folder: Path, selection: FrameSelection) -> FrameStream:
     first_size = _open_image(files[kept[0]]).size
     width, height = selection.scaled_size(*first_size, str(folder))
 
-    def frames() -> Iterator[tuple[int, np.ndarray]]:
-        for index in kept:
-            image = _open_image(files[index])
-            if image.size != first_size:
-                raise VideoInputError(
-                    f"{files[index].name} is {image.size[0]}x{image.size[1]} but {files[kept[0]].name} is "
-                    f"{first_size[0]}x{first_size[1]}: all frames of a folder must have one size"
-                )
-            if selection.downscale > 1:
-                image = image.resize((width, height), Image.Resampling.BOX)
-            yield index, np.asarray(image)
+    def rgb(index: int) -> np.ndarray:
+        image = _open_image(files[index])
+        if image.size != first_size:
+            raise VideoInputError(
+                f"{files[index].name} is {image.size[0]}x{image.size[1]} but {files[kept[0]].name} is "
+                f"{first_size[0]}x{first_size[1]}: all frames of a folder must have one size"
+            )
+        if selection.downscale > 1:
+            image = image.resize((width, height), Image.Resampling.BOX)
+        return np.asarray(image)
 
-    return FrameStream(str(folder), width, height, 0.0, len(kept), frames())
+    decoded = ((index, functools.partial(rgb, index)) for index in kept)
+    return FrameStream(str(folder), width, height, 0.0, len(kept), decoded)
 
 
 def _open_image(path: Path) -> Image.Image:
@@ -305,17 +447,13 @@ def _open_video_file(path: Path, selection: FrameSelection) -> FrameStream:
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     fps = float(stream.average_rate or stream.guessed_rate or 0.0)
-    turns = quarter_turns(path)
-    coded_width, coded_height = stream.codec_context.width, stream.codec_context.height
-    shown = (coded_height, coded_width) if turns % 2 else (coded_width, coded_height)
     try:
-        width, height = selection.scaled_size(*shown, str(path))
+        width, height, convert = _rgb_converter(path, stream, selection)
     except VideoInputError:
         container.close()
         raise
-    decoded_width, decoded_height = (height, width) if turns % 2 else (width, height)
 
-    def frames() -> Iterator[tuple[int, np.ndarray]]:
+    def decoded() -> Iterator[tuple[int, Callable[[], np.ndarray]]]:
         with container:
             kept = 0
             for index, frame in _decoded_frames(container, stream, path, selection.keep_decoded_prefix):
@@ -323,13 +461,27 @@ def _open_video_file(path: Path, selection: FrameSelection) -> FrameStream:
                     break
                 if not selection.keeps(index):
                     continue
-                rgb = frame.reformat(width=decoded_width, height=decoded_height, format="rgb24", interpolation="AREA").to_ndarray()
-                yield index, np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+                yield index, functools.partial(convert, frame)
                 kept += 1
                 if selection.max_frames is not None and kept == selection.max_frames:
                     break
 
-    return FrameStream(str(path), width, height, fps, selection.count(_estimated_frame_count(stream, fps)), frames())
+    return FrameStream(str(path), width, height, fps, selection.count(_estimated_frame_count(stream, fps)), decoded())
+
+
+def _rgb_converter(path: Path, stream: av.video.stream.VideoStream, selection: FrameSelection) -> tuple[int, int, Callable[[av.VideoFrame], np.ndarray]]:
+    """(width, height, frame -> uint8 (H, W, 3) RGB) of the selection's frames: downscaled, shown upright."""
+    turns = quarter_turns(path)
+    coded_width, coded_height = stream.codec_context.width, stream.codec_context.height
+    shown = (coded_height, coded_width) if turns % 2 else (coded_width, coded_height)
+    width, height = selection.scaled_size(*shown, str(path))
+    decoded_width, decoded_height = (height, width) if turns % 2 else (width, height)
+
+    def convert(frame: av.VideoFrame) -> np.ndarray:
+        rgb = frame.reformat(width=decoded_width, height=decoded_height, format="rgb24", interpolation="AREA").to_ndarray()
+        return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+    return width, height, convert
 
 
 def quarter_turns(path: Path) -> int:

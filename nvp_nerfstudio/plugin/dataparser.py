@@ -53,7 +53,7 @@ class VideoDataParserConfig(DataParserConfig):
         too-small source, for ns-train to print before its configuration."""
         try:
             holdout_split(0, self.holdout_every)
-            open_frames(data, self.selection()).frames.close()
+            open_frames(data, self.selection()).decoded.close()
         except VideoInputError as err:
             raise SystemExit(f"error: {err}") from None
 

@@ -124,12 +124,14 @@ def fit(config: FitSegmentsConfig) -> None:
     selection = config.source.selection
     segments = []
     try:
-        for number, segment in enumerate(iter_segments(config.source.data, config.segment_frames, selection)):
+        parts = iter_segments(config.source.data, config.segment_frames, selection, wanted=lambda number: number % world == rank)
+        for number, part in enumerate(parts):
             name = f"segment_{number:04d}.pt"
-            segments.append({"file": name, "first": segment.source_indices[0], "last": segment.source_indices[-1]})
-            video = {"source": segment.source, "width": segment.width, "height": segment.height, "fps": segment.fps}
-            if number % world != rank:
+            segments.append({"file": name, "first": part.source_indices[0], "last": part.source_indices[-1]})
+            if part.video is None:
                 continue
+            segment = part.video
+            video = {"source": segment.source, "width": segment.width, "height": segment.height, "fps": segment.fps}
             shape = VideoShape(segment.num_frames, segment.height, segment.width)
             run = FitConfig(
                 method=config.method, device=device, seconds=config.seconds_per_segment,

@@ -136,13 +136,14 @@ class LatentQuantiser(nn.Module):
         self.last = (table, steps, noise)
         return SimulatedQuantisation.apply(table, steps, sizes, noise)
 
-    def estimated_bits(self, grid: GridEncoding) -> tuple[Tensor, float]:
+    def estimated_bits(self, grid: GridEncoding, count_rounded: bool) -> tuple[Tensor, float]:
         """Bits of the last training forward's symbols under the entropy models, from about RATE_SAMPLE of the
         coded entries: each level's share drawn uniformly from its coded rows and gathered in one indexing
         (whose gradient is one table); the rows never coded get no rate gradient (under noise it would walk
-        each of them by about a learning rate a step, and the estimate would count them). And, without a
-        gradient, the bits of the same entries rounded: under the trained models while training reads noise, then
-        as the file codes them (latent_model.coded_bits). Under noise the
+        each of them by about a learning rate a step, and the estimate would count them). And, if `count_rounded`
+        (nan otherwise: it refits a model per level, which only rate control needs), without a gradient, the bits of
+        the same entries rounded: under the trained models while training reads noise, then as the file codes them
+        (latent_model.coded_bits). Under noise the
         two differ most where the rate is lowest: a symbol the model is sure of costs about 0.15 bits with noise
         (the logistic's narrowest scale, 1/16) and next to none rounded."""
         table, steps, noise = self.last
@@ -158,12 +159,14 @@ class LatentQuantiser(nn.Module):
         levels = torch.repeat_interleave(torch.arange(len(counts), device=table.device), torch.tensor(counts, device=table.device))
         scaled = table[rows] / steps[levels]
         symbols = scaled + noise[rows] if noise is not None else rounded_straight_through(scaled)
-        total, rounded = table.new_zeros(()), 0.0
+        total, rounded = table.new_zeros(()), 0.0 if count_rounded else math.nan
         with torch.no_grad():
             coded = torch.round(scaled) if noise is not None else symbols
         for level, (part, coded_part, size, count) in enumerate(zip(symbols.split(counts), coded.split(counts), sizes, counts)):
             bits = self.model.bits(part, level)
             total = total + bits * (size / count)
+            if not count_rounded:
+                continue
             with torch.no_grad():
                 # Under noise, as the trained model codes them: fitted to them, the early latents (all near zero) would
                 # cost next to nothing, and rate control's aim would start from there. Rounded, as the file codes them.
@@ -293,11 +296,11 @@ def control(state: RateState, progress: float) -> None:
 def rate_loss(field: nn.Module) -> Optional[Tensor]:
     """lmbda x the estimated bits per pixel of the last training forward's latents (None for a field not trained
     for rate, or in evaluation: nerfstudio's evaluation losses must not count as training steps); records the
-    estimate of the file's size that rate control follows."""
+    estimate of the file's size that rate control follows (nan without a target: nothing reads it)."""
     state = getattr(field, "rate", None)
     if state is None or not field.training:
         return None
-    estimates = [grid.quantiser.estimated_bits(grid) for grid in rate_grids(field)]
+    estimates = [grid.quantiser.estimated_bits(grid, count_rounded=state.config.target_bpp is not None) for grid in rate_grids(field)]
     bpp = sum(bits for bits, _ in estimates) / state.pixels
     state.estimated_bpp = (sum(rounded for _, rounded in estimates) + state.fixed_bits) / state.pixels
     return state.lmbda.float() * bpp

@@ -66,7 +66,7 @@ CASES = {
     "unknown flag": Case("nvp-bench", f"--no-such-flag {TRAIN_FLAGS}", "unrecognized option --no-such-flag"),
     "a word for a number": Case("nvp-compare", "--data {clip_mp4} --steps ten --output-dir {root}/never", "--steps: invalid literal for int()"),
     "a choice not offered": Case("nvp-bench", f"--grid-backends cuda {TRAIN_FLAGS}", "--grid-backends 'cuda' is not one of"),
-    "required option missing": Case("nvp-render", "--load-config {root}/missing.yml", "missing --output"),
+    "required option missing": Case("nvp-render", "--load-config {root}/missing.yml", "missing -o/--output"),
     "no subcommand": Case("nvp-long", "", "expected a command, one of fit"),
     "unknown method": Case("nvp-bench", f"--methods no-such {TRAIN_FLAGS}", "no-such"),
     "rate flag for no rate method": Case("nvp-bench", f"--methods nvp --target-bpp 0.1 {TRAIN_FLAGS}", "--target-bpp"),

@@ -34,7 +34,7 @@ from nvp_nerfstudio.compression import container
 from nvp_nerfstudio.compression.container import Container, Section
 from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo
 from nvp_nerfstudio.compression.field_codec import compress as compress_field
-from nvp_nerfstudio.data.output import FrameWriter, check_output, make_folder, remove_empty, to_uint8, written_atomically
+from nvp_nerfstudio.data.output import FrameWriter, check_output, make_folder, remove_empty, to_uint8, write_test_pattern, written_atomically
 from nvp_nerfstudio.data.video import FrameSelection, VideoInputError, VideoSource, iter_segments, open_frames
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, evenly_spaced, psnr_against_time
@@ -67,7 +67,7 @@ class FitSegmentsConfig:
 class RenderConfig:
     segments: Path
     """The output folder of `nvp-long fit`, or a .nvp file of `nvp-long compress`."""
-    output: Path
+    output: Annotated[Path, tyro.conf.arg(aliases=("-o",))]
     """A video (its container follows the extension, as nvp-render's --output) or a folder of PNG frames."""
     crf: int = 18
 
@@ -251,10 +251,7 @@ def memory_bench(config: MemoryBenchConfig) -> list[dict]:
         for length in config.lengths:
             clip = Path(scratch) / f"clip_{length}.mp4"
             width, height = config.size
-            x, y = np.meshgrid(np.arange(width), np.arange(height))
-            with FrameWriter(clip, width, height, 25.0, 18) as writer:
-                for t in range(length):  # a moving colour pattern, so segments differ
-                    writer.write(np.stack([(x + 3 * t) % 256, (y * 2 + t) % 256, (x + y + 5 * t) % 256], -1).astype(np.uint8))
+            write_test_pattern(clip, length, width, height)
             out = Path(scratch) / f"fit_{length}"
             command = [sys.executable, "-m", "nvp_nerfstudio.scripts.long", "fit", "--data", str(clip), "--output-dir", str(out),
                        "--segment-frames", str(config.segment_frames), "--steps-per-segment", str(config.steps_per_segment),

@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Annotated, Iterator, Optional
 
 import numpy as np
 import psutil
 import torch
+import tyro
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -35,7 +36,7 @@ RENDER_BYTES_PER_PIXEL = 32
 class RenderConfig:
     load_config: Path
     """config.yml of a trained run (outputs/CLIP/nvp/TIMESTAMP/config.yml)."""
-    output: Path
+    output: Annotated[Path, tyro.conf.arg(aliases=("-o",))]
     """A video whose container follows the extension (.mp4, .mkv, .mov: H.264; .webm: VP9; .avi: MJPEG;
     .y4m: uncompressed), or a folder of PNG frames (an existing folder, or a name with no extension).
     Other extensions are refused. Written under a hidden name beside it, renamed when complete."""

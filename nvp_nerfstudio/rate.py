@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from nvp_nerfstudio.compression.geometry import level_geometry
 from nvp_nerfstudio.compression.latent_coder import LevelModel
-from nvp_nerfstudio.compression.latent_model import LatentEntropyModel, QuantiseMode, coded_bits, coding_model, rounded_straight_through
+from nvp_nerfstudio.compression.latent_model import LatentEntropyModel, QuantiseMode, coded_bits, rounded_straight_through
 from nvp_nerfstudio.encodings.grid import GridEncoding
 
 # Entries of a grid whose rate a training step estimates: each level's share of them drawn uniformly from the
@@ -61,10 +61,6 @@ class RateConfig:
     """Rate control keeps lmbda within these bounds (anti-windup: a target out of reach does not drive it on)."""
     ste_from: float = 0.7
     """Fraction of the run after which quantisation is rounding (straight through) instead of uniform noise."""
-    refit_at_ste: bool = False
-    """At `ste_from`, give each level the model the file would code its rounded symbols under (the trained one or
-    the closed-form fit to them, whichever codes them shorter), so the rest of the run trains under a model that
-    fits them."""
     init_step: float = 2.0**-7
     """Initial quantisation step of every level and channel (learned from there)."""
     mlp_bits: Literal[8, 16, 32] = 8
@@ -151,7 +147,8 @@ class LatentQuantiser(nn.Module):
         two differ most where the rate is lowest: a symbol the model is sure of costs about 0.15 bits with noise
         (the logistic's narrowest scale, 1/16) and next to none rounded."""
         table, steps, noise = self.last
-        self.find_coded_rows(grid)
+        if self.coded_rows is None:
+            self.coded_rows = [torch.from_numpy(level_geometry(grid, level).entries + offset).to(table.device) for level, offset in enumerate(self.layout.offsets)]
         sizes = [len(rows) for rows in self.coded_rows]
         picks, counts = [], []
         for rows, size in zip(self.coded_rows, sizes):
@@ -175,21 +172,6 @@ class LatentQuantiser(nn.Module):
                 # cost next to nothing, and rate control's aim would start from there. Rounded, as the file codes them.
                 rounded += (float(self.model.bits(coded_part, level)) if noise is not None else coded_bits(coded_part, bits)) * (size / count)
         return total, rounded
-
-    def find_coded_rows(self, grid: GridEncoding) -> list[Tensor]:
-        if self.coded_rows is None:
-            self.coded_rows = [
-                torch.from_numpy(level_geometry(grid, level).entries + offset).to(grid.params.device) for level, offset in enumerate(self.layout.offsets)
-            ]
-        return self.coded_rows
-
-    @torch.no_grad()
-    def refit(self, grid: GridEncoding) -> None:
-        """Each level's model becomes the one the file would code its rounded symbols under (coding_model)."""
-        table, steps = grid.stored_table, self.steps()
-        for level, rows in enumerate(self.find_coded_rows(grid)):
-            symbols = torch.round(table[rows] / steps[level]).to(torch.int64).cpu().numpy()
-            self.model.load_level_model(level, coding_model(symbols, self.model.level_model(level)))
 
     def steps(self) -> Float[Tensor, "levels features"]:
         """Every level's step, computed in one place: evaluation and the file use these very float32 values."""
@@ -288,15 +270,11 @@ def set_training_progress(field: nn.Module, progress: float) -> None:
     state = getattr(field, "rate", None)
     if state is None:
         return
-    before = float(state.progress)
     if state.config.target_bpp is not None:
         control(state, progress)
-    state.progress.fill_(progress)
     mode: QuantiseMode = "noise" if progress < state.config.ste_from else "ste"
-    for grid in rate_grids(field):
-        grid.quantiser.mode = mode
-        if state.config.refit_at_ste and before < state.config.ste_from <= progress:  # once: `progress` is checkpointed
-            grid.quantiser.refit(grid)
+    for quantiser in quantisers(field):
+        quantiser.mode = mode
 
 
 def control(state: RateState, progress: float) -> None:

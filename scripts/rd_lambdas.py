@@ -22,7 +22,7 @@ from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, raw_
 from nvp_nerfstudio.data.video import VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, psnr_against_time
-from nvp_nerfstudio.methods import METHODS, NVP_C, NVP_FAST, VideoMethod
+from nvp_nerfstudio.methods import METHODS, NVP_FAST, VideoMethod
 from nvp_nerfstudio.rate import RateConfig
 from nvp_nerfstudio.scripts.rate_distortion import (
     ReferenceJob,
@@ -44,7 +44,6 @@ CHUNK = 1 << 16
 # vertex per pixel and frame, here with NVP-S's 2^19 entries a level) trained for rate.
 VARIANTS = {
     "nvp-c-fast-grids": replace(NVP_FAST, positional=replace(NVP_FAST.positional, log2_hashmap_size=19), rate=RateConfig()),
-    "nvp-c-refit-at-ste": replace(NVP_C, rate=RateConfig(refit_at_ste=True)),
 }
 
 

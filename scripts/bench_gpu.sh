@@ -7,7 +7,9 @@
 #   4. the same quality per step: NVP-S with the torch MLP and with the fused kernels, 300 steps each;
 #   5. nvp-fast, 60 s (the MLP fused).
 # Only when named (PARTS=suite, a device call of its own): nvp-suite on benchmarks/suite_gpu.toml, nvp-fast against
-# ngp-video for 20 s each on six real clips at their own sizes (CLIPS_DIR: the folder get_suite_clips.sh filled).
+# ngp-video for 20 s each on six real clips at their own sizes (CLIPS_DIR: the folder get_suite_clips.sh filled);
+# PARTS=rd: rate-distortion of nvp-c on the clip, three lambdas trained 120 s each, every file decoded from its
+# bytes and every frame scored, against x265-medium on the same frames, encoded on the CPUs meanwhile.
 # Needs only the core (torch, triton, numpy, av, tyro, rich, matplotlib, constriction; scenedetect and
 # opencv-python-headless for nvp-fast's per-shot keyframes), not nerfstudio.
 #   bash scripts/bench_gpu.sh [OUTPUT_DIR]      (CLIP=path/to/video to use another clip)
@@ -49,5 +51,9 @@ bench nvp-fast 100 --methods nvp-fast --mlp-backends triton --seconds 60 --eval-
 if [[ " ${PARTS:-} " == *" suite "* ]]; then
     part suite 480 "$python" -m nvp_nerfstudio.scripts.suite --suite benchmarks/suite_gpu.toml --clips-dir "${CLIPS_DIR:-clips}" \
         --methods nvp-fast ngp-video --seconds 20 --eval-every 10 --output-dir "$out/suite"
+fi
+if [[ " ${PARTS:-} " == *" rd "* ]]; then
+    part rd 500 "$python" scripts/rd_lambdas.py --data "$clip" --seconds 120 --lambdas 0.001 0.003 0.01 --mlp-bits 8 \
+        --crfs 22 26 30 34 38 42 --output-dir "$out/rd"
 fi
 exit $status

@@ -7,16 +7,22 @@ the report is nvp-rd's (rd.md, rd.csv, rd_bd.csv, rd.png), the points joined int
         --crfs 22 26 30 34 38 42 --output-dir rd-nvp-c
     python scripts/rd_lambdas.py --data sample:bigbuckbunny --seconds 900 --target-bpps 0.02 0.05 0.1
     python scripts/rd_lambdas.py --data sample:bikes --downscale 2 --steps 2000 --lambdas 0.01 --method nvp-c-fast-grids
+
+On CUDA (`--device`, by default CUDA where torch sees it) the fields train on the GPU, the decoded files render there,
+and the x265 encodes run meanwhile in child processes on the CPUs; on a CPU they run after the training, so that
+they do not take its cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, raw_8bit_bytes
 from nvp_nerfstudio.data.video import VideoSource
@@ -62,6 +68,7 @@ def main() -> None:
     parser.add_argument("--crfs", type=int, nargs="+", default=[22, 26, 30, 34, 38, 42], help="x265 crfs")
     parser.add_argument("--method", default="nvp-c", choices=["nvp-c", *VARIANTS], help="the rate-aware method or a study variant")
     parser.add_argument("--output-dir", type=Path, default=Path("rd-nvp-c"))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where the fields train and render")
     args = parser.parse_args()
     for name, variant in VARIANTS.items():
         METHODS[name] = VideoMethod(variant, METHODS["nvp-c"].lr, f"rate study: {name}")
@@ -72,22 +79,30 @@ def main() -> None:
     info = VideoInfo(args.method, video.fps, source.selection)
     steps = None if args.seconds else args.steps or 2000
     settings = [{"target_bpp": bpp} for bpp in args.target_bpps] if args.target_bpps else [{"lmbda": value} for value in args.lambdas or (0.003, 0.01, 0.03, 0.1)]
+    jobs = [ReferenceJob("x265", "yuv420p", crf, "medium") for crf in args.crfs]
+    scratch = tempfile.TemporaryDirectory()
+    frames_path = Path(scratch.name) / "frames.npy"
+    np.save(frames_path, video.frames.numpy())
+    on_gpu = torch.device(args.device).type == "cuda"
+    pool = ThreadPoolExecutor(max_workers=len(jobs) if on_gpu else 1)  # each encode is a child process
+    encodes = [pool.submit(reference_point, job, frames_path, video.frames, 600) for job in jobs] if on_gpu else []
     runs = []
     for setting in settings:
-        config = FitConfig(method=args.method, device="cpu", steps=steps, seconds=args.seconds or 0.0, eval_every=float("inf"), eval_frames=0, **setting)
+        config = FitConfig(method=args.method, device=args.device, steps=steps, seconds=args.seconds or 0.0, eval_every=float("inf"), eval_frames=0, **setting)
         trace, field = psnr_against_time(config, video, shape, final_frames=[0])  # every frame is scored below, as uint8
         field.eval()
         name = f"target {setting['target_bpp']:g} bpp" if "target_bpp" in setting else f"lambda {setting['lmbda']:g}"
         label = f"{args.method} {name} ({trace[-1]['steps']} steps, {trace[-1]['seconds']:.0f} s)"
-        points = [nvp_point(label, f"{bits}-bit MLP", field, info, CodecOptions(mlp_bits=bits), video.frames, CHUNK) for bits in args.mlp_bits]
+        points = [
+            nvp_point(label, f"{bits}-bit MLP", field, info, CodecOptions(mlp_bits=bits), video.frames, CHUNK, args.device) for bits in args.mlp_bits
+        ]
         uncompressed = mean_psnr(render_video(field, CHUNK), video.frames)
         runs.append(RunResult(label, Path("-"), shape, uncompressed, raw_8bit_bytes(field), points, args.method))
         print(label, *(f"{p.setting}: {p.bpp:.4f} bpp {p.psnr:.2f} dB" for p in points), flush=True)
-    jobs = [ReferenceJob("x265", "yuv420p", crf, "medium") for crf in args.crfs]
-    with tempfile.TemporaryDirectory() as scratch:
-        frames_path = Path(scratch) / "frames.npy"
-        np.save(frames_path, video.frames.numpy())
-        references = [reference_point(job, frames_path, video.frames, 600) for job in jobs]
+    encodes = encodes or [pool.submit(reference_point, job, frames_path, video.frames, 600) for job in jobs]
+    references = [encode.result() for encode in encodes]
+    pool.shutdown()
+    scratch.cleanup()
     anchor = anchor_series(jobs)
     deltas = series_deltas(runs, references, anchor)
     out = args.output_dir

@@ -193,14 +193,15 @@ def describe(options: CodecOptions) -> str:
 
 
 def nvp_point(
-    series: str, setting: str, field: VideoField, info: VideoInfo, options: CodecOptions, source: SourceFrames, chunk: int
+    series: str, setting: str, field: VideoField, info: VideoInfo, options: CodecOptions, source: SourceFrames, chunk: int, device: str = "cpu"
 ) -> Point:
-    """Compress to bytes, decode those bytes to a field (nvp-decompress's path), render it and score it."""
+    """Compress to bytes, decode those bytes to a field (nvp-decompress's path) on `device`, render it and score it."""
     start = time.perf_counter()
     data = container.to_bytes(compress(field, info, options))
     compressed_at = time.perf_counter()
     name = f"{series} ({setting})"
     decoded, _ = decode(container.from_bytes(data, name), name)
+    decoded = decoded.to(device)
     decoded_at = time.perf_counter()
     frames = render_video(decoded, chunk)
     rendered_at = time.perf_counter()

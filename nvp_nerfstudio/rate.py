@@ -143,9 +143,8 @@ class LatentQuantiser(nn.Module):
         each of them by about a learning rate a step, and the estimate would count them). And, if `count_rounded`
         (nan otherwise: it refits a model per level, which only rate control needs), without a gradient, the bits of
         the same entries rounded: under the trained models while training reads noise, then as the file codes them
-        (latent_model.coded_bits). Under noise the
-        two differ most where the rate is lowest: a symbol the model is sure of costs about 0.15 bits with noise
-        (the logistic's narrowest scale, 1/16) and next to none rounded."""
+        (latent_model.coded_bits). Under noise the two differ most where the rate is lowest: a symbol the model is
+        sure of costs about 0.15 bits with noise (the logistic's narrowest scale, 1/16) and next to none rounded."""
         table, steps, noise = self.last
         if self.coded_rows is None:
             self.coded_rows = [torch.from_numpy(level_geometry(grid, level).entries + offset).to(table.device) for level, offset in enumerate(self.layout.offsets)]

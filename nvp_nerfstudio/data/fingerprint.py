@@ -65,6 +65,10 @@ class SourceFingerprint:
                 f"put that video back at {source}, or train a new run on this one"
             )
 
+    def hashes_frame(self, index: int) -> bool:
+        """Whether frame `index` of the selection is one the fingerprint holds a hash of."""
+        return any(hashed == index for hashed, _ in self.frame_hashes)
+
     def check_frame(self, source: str, index: int, frame: UInt8[np.ndarray, "height width 3"], trained: str) -> None:
         """Raises VideoInputError if frame `index` of the selection is a hashed one and not the one fingerprinted
         (a streamed source is checked frame by frame as it decodes)."""

@@ -78,15 +78,15 @@ def load_field(load_config: Path, device: str = "cpu") -> tuple[VideoField, Vide
 
 
 def source_frames(source: str, selection: FrameSelection, fingerprint: SourceFingerprint | None) -> tuple[int, int, int, float]:
-    """(frames, width, height, fps) of the source's selection, decoded one frame at a time; VideoInputError if it
-    is not the fingerprinted video."""
+    """(frames, width, height, fps) of the source's selection, decoded one frame at a time (only the fingerprinted
+    frames converted to RGB); VideoInputError if it is not the fingerprinted video."""
     stream = open_frames(source, selection)
     if fingerprint is not None and (stream.width, stream.height) != (fingerprint.width, fingerprint.height):
         fingerprint.check_size(source, stream.expected_frames, stream.width, stream.height, "the run")
     count = 0
-    for count, (_, frame) in enumerate(stream.frames, start=1):
-        if fingerprint is not None:
-            fingerprint.check_frame(source, count - 1, frame, "the run")
+    for count, (_, rgb) in enumerate(stream.decoded, start=1):
+        if fingerprint is not None and fingerprint.hashes_frame(count - 1):
+            fingerprint.check_frame(source, count - 1, rgb(), "the run")
     if fingerprint is not None:
         fingerprint.check_size(source, count, stream.width, stream.height, "the run")
     if count == 0:

@@ -3,7 +3,8 @@
 `fit` decodes the video once, one segment of `--segment-frames` at a time (neighbouring segments share
 their boundary frame), trains a field on each with the benchmark's training loop and saves it, so peak
 memory follows the segment, not the video. Under torch's launcher (`torchrun --nproc-per-node N -m
-nvp_nerfstudio.scripts.long fit ...`) rank r trains segments r, r + N, ... on its own GPU. `render` and
+nvp_nerfstudio.scripts.long fit ...`) rank r trains segments r, r + N, ... on its own GPU, and reads only
+those (`iter_segments`: from the keyframe before each, where the file's packets locate its frames). `render` and
 `evaluate` treat the segments as one video: every frame is drawn by the field of its segment (a
 boundary frame by the earlier one), and `evaluate` reports PSNR at the boundaries apart from the rest,
 which is where a seam would show. `compress` writes every segment's compressed field into one .nvp file

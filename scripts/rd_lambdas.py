@@ -80,29 +80,30 @@ def main() -> None:
     steps = None if args.seconds else args.steps or 2000
     settings = [{"target_bpp": bpp} for bpp in args.target_bpps] if args.target_bpps else [{"lmbda": value} for value in args.lambdas or (0.003, 0.01, 0.03, 0.1)]
     jobs = [ReferenceJob("x265", "yuv420p", crf, "medium") for crf in args.crfs]
-    scratch = tempfile.TemporaryDirectory()
-    frames_path = Path(scratch.name) / "frames.npy"
-    np.save(frames_path, video.frames.numpy())
     on_gpu = torch.device(args.device).type == "cuda"
-    pool = ThreadPoolExecutor(max_workers=len(jobs) if on_gpu else 1)  # each encode is a child process
-    encodes = [pool.submit(reference_point, job, frames_path, video.frames, 600) for job in jobs] if on_gpu else []
     runs = []
-    for setting in settings:
-        config = FitConfig(method=args.method, device=args.device, steps=steps, seconds=args.seconds or 0.0, eval_every=float("inf"), eval_frames=0, **setting)
-        trace, field = psnr_against_time(config, video, shape, final_frames=[0])  # every frame is scored below, as uint8
-        field.eval()
-        name = f"target {setting['target_bpp']:g} bpp" if "target_bpp" in setting else f"lambda {setting['lmbda']:g}"
-        label = f"{args.method} {name} ({trace[-1]['steps']} steps, {trace[-1]['seconds']:.0f} s)"
-        points = [
-            nvp_point(label, f"{bits}-bit MLP", field, info, CodecOptions(mlp_bits=bits), video.frames, CHUNK, args.device) for bits in args.mlp_bits
-        ]
-        uncompressed = mean_psnr(render_video(field, CHUNK), video.frames)
-        runs.append(RunResult(label, Path("-"), shape, uncompressed, raw_8bit_bytes(field), points, args.method))
-        print(label, *(f"{p.setting}: {p.bpp:.4f} bpp {p.psnr:.2f} dB" for p in points), flush=True)
-    encodes = encodes or [pool.submit(reference_point, job, frames_path, video.frames, 600) for job in jobs]
-    references = [encode.result() for encode in encodes]
-    pool.shutdown()
-    scratch.cleanup()
+    # Each encode is a child process: beside a GPU's training all at once, on a CPU one at a time after it.
+    with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(max_workers=len(jobs) if on_gpu else 1) as pool:
+        frames_path = Path(scratch) / "frames.npy"
+        np.save(frames_path, video.frames.numpy())
+
+        def encode_all() -> list:
+            return [pool.submit(reference_point, job, frames_path, video.frames, 600) for job in jobs]
+
+        encodes = encode_all() if on_gpu else None
+        for setting in settings:
+            config = FitConfig(method=args.method, device=args.device, steps=steps, seconds=args.seconds or 0.0, eval_every=float("inf"), eval_frames=0, **setting)
+            trace, field = psnr_against_time(config, video, shape, final_frames=[0])  # every frame is scored below, as uint8
+            field.eval()
+            name = f"target {setting['target_bpp']:g} bpp" if "target_bpp" in setting else f"lambda {setting['lmbda']:g}"
+            label = f"{args.method} {name} ({trace[-1]['steps']} steps, {trace[-1]['seconds']:.0f} s)"
+            points = [
+                nvp_point(label, f"{bits}-bit MLP", field, info, CodecOptions(mlp_bits=bits), video.frames, CHUNK, args.device) for bits in args.mlp_bits
+            ]
+            uncompressed = mean_psnr(render_video(field, CHUNK), video.frames)
+            runs.append(RunResult(label, Path("-"), shape, uncompressed, raw_8bit_bytes(field), points, args.method))
+            print(label, *(f"{p.setting}: {p.bpp:.4f} bpp {p.psnr:.2f} dB" for p in points), flush=True)
+        references = [encode.result() for encode in encodes or encode_all()]
     anchor = anchor_series(jobs)
     deltas = series_deltas(runs, references, anchor)
     out = args.output_dir

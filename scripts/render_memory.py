@@ -24,8 +24,9 @@ from nvp_nerfstudio.data.output import write_test_pattern
 CONSOLE = Console()
 
 
-def peak_rss_mib(command: list[str], cwd: Path) -> float:
-    """Run a console script of this environment; its peak resident memory (ru_maxrss of the child, in KiB)."""
+def child_peak_rss_mib(command: list[str], cwd: Path) -> float:
+    """Run a console script of this environment in a child process; its peak resident memory in MiB (the kernel's
+    ru_maxrss of that child)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     child = subprocess.Popen([str(Path(sys.executable).parent / command[0]), *command[1:]], cwd=cwd, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -50,11 +51,11 @@ def main() -> None:
             clip = root / f"clip_{length}.mp4"
             write_test_pattern(clip, length, width, height)
             runs = root / f"runs_{length}"
-            peak_rss_mib(["ns-train", args.method, "--data", str(clip), "--vis", "tensorboard", "--max-num-iterations",
+            child_peak_rss_mib(["ns-train", args.method, "--data", str(clip), "--vis", "tensorboard", "--max-num-iterations",
                           str(args.steps), "--steps-per-eval-image", "100000", "--output-dir", str(runs)], root)
             (config,) = runs.glob(f"*/{args.method}/*/config.yml")
-            render = peak_rss_mib(["nvp-render", "--load-config", str(config), "-o", str(root / f"render_{length}.mp4")], root)
-            compress = peak_rss_mib(["nvp-compress", "--load-config", str(config), "-o", str(root / f"clip_{length}.nvp")], root)
+            render = child_peak_rss_mib(["nvp-render", "--load-config", str(config), "-o", str(root / f"render_{length}.mp4")], root)
+            compress = child_peak_rss_mib(["nvp-compress", "--load-config", str(config), "-o", str(root / f"clip_{length}.nvp")], root)
             clip_mib = length * width * height * 3 / 2**20
             rows.append((length, clip_mib, render, compress))
             CONSOLE.print(f"{length:5d} frames ({clip_mib:6.1f} MiB as uint8): nvp-render {render:.0f} MiB, nvp-compress {compress:.0f} MiB peak RSS")

@@ -286,10 +286,11 @@ def _segments_in_order(stream: FrameStream, segment_frames: int, wanted: Callabl
         kept.append(index)
         if len(kept) == segment_frames:
             yield Segment(kept, VideoFrames(frames.clone(), stream.source, stream.fps, kept) if wanted(number) else None)
-            if wanted(number + 1) and not wanted(number):
-                frames[0].numpy()[...] = rgb()
-            elif wanted(number + 1):
-                frames[0] = frames[-1]
+            if wanted(number + 1):  # the boundary frame opens the next segment
+                if wanted(number):
+                    frames[0] = frames[-1]
+                else:
+                    frames[0].numpy()[...] = rgb()
             kept = kept[-1:]
             number += 1
     if len(kept) > 1 or (kept and number == 0):  # a last lone frame was the previous segment's boundary

@@ -12,12 +12,13 @@ import torch
 from nvp_nerfstudio.compression import container, latent_coder
 from nvp_nerfstudio.compression.container import CompressedFileError
 from nvp_nerfstudio.compression.field_codec import OTHERS_SECTION, CodecOptions, VideoInfo, compress, decode, levels, quantised
+from nvp_nerfstudio.compression.geometry import level_geometry
 from nvp_nerfstudio.compression.latent_model import coded_bits
 from nvp_nerfstudio.data.video import FrameSelection, VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, psnr_against_time
 from nvp_nerfstudio.methods import METHODS, NVP_C
-from nvp_nerfstudio.rate import FIXED_SHARE, RateConfig, SimulatedQuantisation, fixed_bpp, quantisers, rate_loss, set_training_progress
+from nvp_nerfstudio.rate import FIXED_SHARE, CodedRows, RateConfig, SimulatedQuantisation, fixed_bpp, quantisers, rate_loss, set_training_progress
 from nvp_nerfstudio.rendering import field_frames
 
 SOURCE = VideoSource("sample:carphone", downscale=2, max_frames=8)
@@ -148,6 +149,52 @@ def test_training_switches_from_noise_to_rounding_and_rate_reaches_latents_and_s
     table, steps = field.positional.table, field.positional.quantiser.steps()
     level_rows = field.positional.layout.level_sizes[0]
     assert torch.equal(table[:level_rows] / steps[0], torch.round(table[:level_rows] / steps[0]))
+
+
+def test_training_noise_is_uniform_independent_across_entries_and_new_each_step() -> None:
+    """The noise comes from a pool drawn once: each step's must still look like a fresh draw for every entry."""
+    torch.manual_seed(0)
+    field = NVP_C.setup(shape=VideoShape(4, 16, 24)).train()
+    set_training_progress(field, 0.1)
+    quantiser = field.positional.quantiser
+    table = field.positional.stored_table
+    draws = torch.stack([quantiser.uniform_noise(table).clone() for _ in range(3)])
+    assert draws.min() >= -0.5 and draws.max() < 0.5
+    for noise in draws:
+        assert abs(float(noise.mean())) < 0.01 and abs(float(noise.var()) - 1 / 12) < 0.002
+        # Neighbouring entries (the pool's neighbours within a step) are uncorrelated.
+        assert abs(float(torch.corrcoef(torch.stack([noise.flatten()[:-1], noise.flatten()[1:]]))[0, 1])) < 0.01
+    # Each entry's noise changes from step to step, uncorrelated with the last.
+    for earlier, later in zip(draws, draws[1:]):
+        assert float((earlier == later).float().mean()) < 1e-3
+        assert abs(float(torch.corrcoef(torch.stack([earlier.flatten(), later.flatten()]))[0, 1])) < 0.01
+    # Drawn from torch's own generator: the same seed, the same noise (a resumed run continues as it would have).
+    torch.manual_seed(1)
+    first = quantiser.uniform_noise(table).clone()
+    quantiser.noise_pool = None
+    torch.manual_seed(1)
+    assert torch.equal(quantiser.uniform_noise(table), first)
+
+
+def test_the_rate_estimate_draws_each_level_from_its_own_coded_rows_and_weighs_it_by_their_count() -> None:
+    torch.manual_seed(0)
+    field = NVP_C.setup(shape=VideoShape(30, 90, 120)).train()
+    grid = field.positional
+    coded = CodedRows(grid, torch.device("cpu"))
+    assert sum(coded.counts) < len(coded.rows)  # the grid codes more rows than an estimate draws
+    level_rows = [set(level_geometry(grid, level).entries + offset) for level, offset in enumerate(grid.layout.offsets)]
+    seen = [set() for _ in level_rows]
+    for _ in range(20):
+        rows, levels, weights = coded.sample()
+        for level, (allowed, count) in enumerate(zip(level_rows, coded.counts)):
+            drawn = set(rows[levels == level].tolist())
+            assert drawn <= allowed and int((levels == level).sum()) == count
+            # Each level's draws stand for all its coded rows.
+            assert math.isclose(float(weights[levels == level].sum()), len(allowed), rel_tol=1e-5)
+            seen[level] |= drawn
+    # Uniform within a level: twenty draws of a small level reach nearly all of its rows.
+    smallest = min(range(len(level_rows)), key=lambda level: len(level_rows[level]) / max(coded.counts[level], 1))
+    assert len(seen[smallest]) > 0.9 * len(level_rows[smallest])
 
 
 @pytest.mark.parametrize("with_noise", [True, False])

@@ -28,7 +28,7 @@ from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, raw_
 from nvp_nerfstudio.data.video import VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, psnr_against_time
-from nvp_nerfstudio.methods import METHODS, NVP_FAST, VideoMethod
+from nvp_nerfstudio.methods import METHODS, NVP_C, NVP_FAST, VideoMethod
 from nvp_nerfstudio.rate import RateConfig
 from nvp_nerfstudio.scripts.rate_distortion import (
     ReferenceJob,
@@ -47,9 +47,11 @@ from nvp_nerfstudio.scripts.rate_distortion import (
 
 CHUNK = 1 << 16
 # Study variants of nvp-c (--method): nvp-fast's grids (8 keyframe levels a plane, a 3D grid whose finest level has a
-# vertex per pixel and frame, here with NVP-S's 2^19 entries a level) trained for rate.
+# vertex per pixel and frame, here with NVP-S's 2^19 entries a level) trained for rate; nvp-c with 2^17 entries a hashed
+# level instead of 2^19.
 VARIANTS = {
     "nvp-c-fast-grids": replace(NVP_FAST, positional=replace(NVP_FAST.positional, log2_hashmap_size=19), rate=RateConfig()),
+    "nvp-c-table-17": replace(NVP_C, positional=replace(NVP_C.positional, log2_hashmap_size=17)),
 }
 
 
@@ -61,6 +63,7 @@ def main() -> None:
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="training steps a point (default 2000)")
     budget.add_argument("--seconds", type=float, help="training seconds a point, instead of steps")
+    parser.add_argument("--train-batch", type=int, help="pixels a training step (default: 2^14 on a CPU, 2^20 on CUDA)")
     points = parser.add_mutually_exclusive_group()
     points.add_argument("--lambdas", type=float, nargs="+", help="lambdas (default 0.003 0.01 0.03 0.1)")
     points.add_argument("--target-bpps", type=float, nargs="+", help="rate-control targets in bits per pixel, instead of lambdas")
@@ -92,7 +95,7 @@ def main() -> None:
 
         encodes = encode_all() if on_gpu else None
         for setting in settings:
-            config = FitConfig(method=args.method, device=args.device, steps=steps, seconds=args.seconds or 0.0, eval_every=float("inf"), eval_frames=0, **setting)
+            config = FitConfig(method=args.method, device=args.device, steps=steps, seconds=args.seconds or 0.0, train_batch=args.train_batch, eval_every=float("inf"), eval_frames=0, **setting)
             trace, field = psnr_against_time(config, video, shape, final_frames=[0])  # every frame is scored below, as uint8
             field.eval()
             name = f"target {setting['target_bpp']:g} bpp" if "target_bpp" in setting else f"lambda {setting['lmbda']:g}"

@@ -34,6 +34,8 @@ from nvp_nerfstudio.encodings.grid import GridEncoding
 # entropy model of every entry of a hash table.
 RATE_SAMPLE = 1 << 16
 NOISE_POOL_SEED = 0x5EED
+"""Seed of the generator the training noise's pool is drawn from (LatentQuantiser.uniform_noise): fixed, so that a
+resumed run rebuilds the pool it had."""
 LEVEL_OVERHEAD = 58
 """Bytes a latent level's section takes besides its symbols, steps and model (nvp-c on bikes at 320x136:
 file size less the estimate over 44 levels, 86 bytes a level, of which the steps and model are 28)."""

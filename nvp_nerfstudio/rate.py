@@ -174,8 +174,8 @@ class LatentQuantiser(nn.Module):
         """Uniform noise in [-1/2, 1/2) for every entry: a window of the pool at an offset drawn each step. Within a
         step the entries' noise is independent, and each entry's differs from step to step, as a fresh draw's; but
         it costs nothing, where drawing a number for each of millions of entries every step was a large part of a
-        step on a CPU. The pool comes from a generator of
-        its own with a fixed seed, so a resumed run rebuilds it as it was (the offsets come from torch's own)."""
+        step on a CPU. The pool comes from a generator of its own with a fixed seed, so a resumed run rebuilds it as
+        it was (the offsets come from torch's own)."""
         size = table.numel()
         if self.noise_pool is None or self.noise_pool.numel() != 2 * size or self.noise_pool.device != table.device:
             generator = torch.Generator(table.device).manual_seed(NOISE_POOL_SEED)
@@ -205,14 +205,17 @@ class LatentQuantiser(nn.Module):
             return total, math.nan
         rounded, counts = 0.0, self.coded.counts
         with torch.no_grad():
-            coded = torch.round(scaled) if noise is not None else symbols
-            for level, (coded_part, level_bits, size, count) in enumerate(zip(coded.split(counts), bits.split(counts), self.coded.sizes, counts)):
-                if not count:
-                    continue
-                # Under noise, as the trained model codes them: fitted to them, the early latents (all near zero) would
-                # cost next to nothing, and rate control's aim would start from there. Rounded, as the file codes them.
-                trained = self.model.bits(coded_part, level) if noise is not None else level_bits.sum()
-                rounded += (float(trained) if noise is not None else coded_bits(coded_part, trained)) * (size / count)
+            # Under noise, as the trained model codes them: fitted to them, the early latents (all near zero) would
+            # cost next to nothing, and rate control's aim would start from there. Rounded, as the file codes them.
+            if noise is not None:
+                coded = torch.round(scaled)
+                trained = self.model.row_bits(coded, levels)
+            else:
+                coded, trained = symbols, bits
+            for coded_part, level_bits, size, count in zip(coded.split(counts), trained.split(counts), self.coded.sizes, counts):
+                if count:
+                    level_rounded = float(level_bits.sum()) if noise is not None else coded_bits(coded_part, level_bits.sum())
+                    rounded += level_rounded * (size / count)
         return total, rounded
 
     def steps(self) -> Float[Tensor, "levels features"]:

@@ -10,22 +10,27 @@ the report is nvp-rd's (rd.md, rd.csv, rd_bd.csv, rd.png), the points joined int
 
 On CUDA (`--device`, by default CUDA where torch sees it) the fields train on the GPU, the decoded files render there,
 and the x265 encodes run meanwhile in child processes on the CPUs; on a CPU they run after the training, so that
-they do not take its cores.
+they do not take its cores. On a CPU, `--jobs N` trains N points at once, each in a process of its own with the
+cores shared out (one thread each on a 2-core machine, where one process's two threads gain little), and still
+writes one report of every point.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 
 from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, raw_8bit_bytes
-from nvp_nerfstudio.data.video import VideoSource
+from nvp_nerfstudio.data.video import VideoFrames, VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, psnr_against_time
 from nvp_nerfstudio.methods import METHODS, NVP_C, NVP_FAST, VideoMethod
@@ -53,6 +58,38 @@ VARIANTS = {
     "nvp-c-fast-grids": replace(NVP_FAST, positional=replace(NVP_FAST.positional, log2_hashmap_size=19), rate=RateConfig()),
     "nvp-c-table-17": replace(NVP_C, positional=replace(NVP_C.positional, log2_hashmap_size=17)),
 }
+# At import, so that a --jobs worker process (which imports this file anew) finds them too.
+METHODS.update({name: VideoMethod(variant, METHODS["nvp-c"].lr, f"rate study: {name}") for name, variant in VARIANTS.items()})
+
+
+def train_point(args: argparse.Namespace, setting: dict, video: Optional[VideoFrames] = None) -> RunResult:
+    """One lambda or target: train, then compress at each MLP width, decode from the bytes and score every frame
+    (the clip decoded here unless given)."""
+    source = VideoSource(args.data, downscale=args.downscale, max_frames=args.max_frames)
+    video = source.load() if video is None else video
+    shape = VideoShape(video.num_frames, video.height, video.width)
+    info = VideoInfo(args.method, video.fps, source.selection)
+    steps = None if args.seconds else args.steps or 2000
+    config = FitConfig(method=args.method, device=args.device, steps=steps, seconds=args.seconds or 0.0, train_batch=args.train_batch, eval_every=float("inf"), eval_frames=0, **setting)
+    trace, field = psnr_against_time(config, video, shape, final_frames=[0])  # every frame is scored below, as uint8
+    field.eval()
+    name = f"target {setting['target_bpp']:g} bpp" if "target_bpp" in setting else f"lambda {setting['lmbda']:g}"
+    label = f"{args.method} {name} ({trace[-1]['steps']} steps, {trace[-1]['seconds']:.0f} s)"
+    points = [nvp_point(label, f"{bits}-bit MLP", field, info, CodecOptions(mlp_bits=bits), video.frames, CHUNK, args.device) for bits in args.mlp_bits]
+    uncompressed = mean_psnr(render_video(field, CHUNK), video.frames)
+    print(label, *(f"{p.setting}: {p.bpp:.4f} bpp {p.psnr:.2f} dB" for p in points), flush=True)
+    return RunResult(label, Path("-"), shape, uncompressed, raw_8bit_bytes(field), points, args.method)
+
+
+def train_points(args: argparse.Namespace, settings: list[dict], video: VideoFrames) -> list[RunResult]:
+    """Every point, in this process or, with --jobs, that many at a time in worker processes (each decodes the clip)."""
+    if args.jobs == 1:
+        return [train_point(args, setting, video) for setting in settings]
+    # A spawned worker reads these at its start, before torch and numba size their thread pools.
+    threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
+    os.environ.update(OMP_NUM_THREADS=threads, NUMBA_NUM_THREADS=threads)
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as workers:
+        return list(workers.map(train_point, [args] * len(settings), settings))
 
 
 def main() -> None:
@@ -70,21 +107,17 @@ def main() -> None:
     parser.add_argument("--mlp-bits", type=int, nargs="+", default=[16, 8], help="the MLP widths each lambda's file is measured at")
     parser.add_argument("--crfs", type=int, nargs="+", default=[22, 26, 30, 34, 38, 42], help="x265 crfs")
     parser.add_argument("--method", default="nvp-c", choices=["nvp-c", *VARIANTS], help="the rate-aware method or a study variant")
+    parser.add_argument("--jobs", type=int, default=1, help="points trained at once on a CPU, each in a process of its own")
     parser.add_argument("--output-dir", type=Path, default=Path("rd-nvp-c"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where the fields train and render")
     args = parser.parse_args()
-    for name, variant in VARIANTS.items():
-        METHODS[name] = VideoMethod(variant, METHODS["nvp-c"].lr, f"rate study: {name}")
+    if args.jobs < 1 or (args.jobs > 1 and torch.device(args.device).type == "cuda"):
+        parser.error("--jobs must be at least 1, and 1 on CUDA (the points share the GPU)")
 
-    source = VideoSource(args.data, downscale=args.downscale, max_frames=args.max_frames)
-    video = source.load()
-    shape = VideoShape(video.num_frames, video.height, video.width)
-    info = VideoInfo(args.method, video.fps, source.selection)
-    steps = None if args.seconds else args.steps or 2000
+    video = VideoSource(args.data, downscale=args.downscale, max_frames=args.max_frames).load()
     settings = [{"target_bpp": bpp} for bpp in args.target_bpps] if args.target_bpps else [{"lmbda": value} for value in args.lambdas or (0.003, 0.01, 0.03, 0.1)]
     jobs = [ReferenceJob("x265", "yuv420p", crf, "medium") for crf in args.crfs]
     on_gpu = torch.device(args.device).type == "cuda"
-    runs = []
     # Each encode is a child process: beside a GPU's training all at once, on a CPU one at a time after it.
     with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(max_workers=len(jobs) if on_gpu else 1) as pool:
         frames_path = Path(scratch) / "frames.npy"
@@ -94,18 +127,7 @@ def main() -> None:
             return [pool.submit(reference_point, job, frames_path, video.frames, 600) for job in jobs]
 
         encodes = encode_all() if on_gpu else None
-        for setting in settings:
-            config = FitConfig(method=args.method, device=args.device, steps=steps, seconds=args.seconds or 0.0, train_batch=args.train_batch, eval_every=float("inf"), eval_frames=0, **setting)
-            trace, field = psnr_against_time(config, video, shape, final_frames=[0])  # every frame is scored below, as uint8
-            field.eval()
-            name = f"target {setting['target_bpp']:g} bpp" if "target_bpp" in setting else f"lambda {setting['lmbda']:g}"
-            label = f"{args.method} {name} ({trace[-1]['steps']} steps, {trace[-1]['seconds']:.0f} s)"
-            points = [
-                nvp_point(label, f"{bits}-bit MLP", field, info, CodecOptions(mlp_bits=bits), video.frames, CHUNK, args.device) for bits in args.mlp_bits
-            ]
-            uncompressed = mean_psnr(render_video(field, CHUNK), video.frames)
-            runs.append(RunResult(label, Path("-"), shape, uncompressed, raw_8bit_bytes(field), points, args.method))
-            print(label, *(f"{p.setting}: {p.bpp:.4f} bpp {p.psnr:.2f} dB" for p in points), flush=True)
+        runs = train_points(args, settings, video)
         references = [encode.result() for encode in encodes or encode_all()]
     anchor = anchor_series(jobs)
     deltas = series_deltas(runs, references, anchor)

@@ -27,6 +27,7 @@ from nvp_nerfstudio.scripts.rate_distortion import (
     RateDistortionConfig,
     ReferenceJob,
     RunResult,
+    bd_legend,
     bjontegaard_delta,
     bpp_at_psnr,
     main,
@@ -270,5 +271,8 @@ def test_runs_of_one_method_make_one_series_together(tmp_path: Path) -> None:
     assert deltas["nvp-c (low)"].psnr.value is None
     assert deltas["nvp-c, 2 runs"].points == 4
     assert deltas["nvp-c, 2 runs"].psnr.value == pytest.approx(-1.0, abs=1e-3)
+    # In the plot's legend, a lambda's own run has no BD figures to give, the series of both has them.
+    assert bd_legend(deltas["nvp-c (low)"]) == ""
+    assert bd_legend(deltas["nvp-c, 2 runs"]) == f": BD-rate {(10**0.1 - 1) * 100:+.1f} %, BD-PSNR -1.00 dB"
     plot(tmp_path / "rd.png", "clip", runs, references, anchor, list(deltas.values()))
     assert (tmp_path / "rd.png").stat().st_size > 0

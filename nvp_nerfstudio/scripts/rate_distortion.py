@@ -567,14 +567,18 @@ def write_bd_csv(path: Path, anchor: str, deltas: list[SeriesDeltas]) -> None:
 
 
 def bd_legend(delta: SeriesDeltas) -> str:
-    """The series' BD figures for its legend entry, with the share of its range they cover where that is partial."""
+    """The series' BD figures for its legend entry (": BD-rate ..., BD-PSNR ..."), with the share of its range they
+    cover where that is partial; nothing where it has neither (one lambda's point of several: a dash each would only
+    widen the legend)."""
 
     def figure(bd: BjontegaardDelta, form: str) -> str:
         if bd.value is None:
             return "-"
         return form.format(bd.value) + ("" if bd.of_series == 1 else f" (on {bd.of_series:.0%} of its range)")
 
-    return f"BD-rate {figure(delta.rate, '{:+.1f} %')}, BD-PSNR {figure(delta.psnr, '{:+.2f} dB')}"
+    if delta.rate.value is None and delta.psnr.value is None:
+        return ""
+    return f": BD-rate {figure(delta.rate, '{:+.1f} %')}, BD-PSNR {figure(delta.psnr, '{:+.2f} dB')}"
 
 
 def plot(path: Path, title: str, runs: list[RunResult], references: list[Point], anchor: str, deltas: list[SeriesDeltas]) -> None:
@@ -587,19 +591,19 @@ def plot(path: Path, title: str, runs: list[RunResult], references: list[Point],
     figure, axis = plt.subplots(figsize=(11, 5.5))
     for series in dict.fromkeys(p.series for p in references):
         points = sorted((p.bpp, p.psnr) for p in references if p.series == series and math.isfinite(p.psnr))
-        label = f"{series} (anchor)" if series == anchor else f"{series}: {bd[series]}"
+        label = f"{series} (anchor)" if series == anchor else f"{series}{bd[series]}"
         axis.plot(*zip(*points), marker=".", linestyle="--" if "yuv444p" in series else "-", label=label)
     for run in runs:
         points = sorted(run.points, key=lambda p: p.bpp)
         # Markers only: the settings vary different options, so they are no curve.
-        (line,) = axis.plot([p.bpp for p in points], [p.psnr for p in points], marker="o", linestyle="none", label=f"{run.label} (.nvp): {bd[run.label]}")
+        (line,) = axis.plot([p.bpp for p in points], [p.psnr for p in points], marker="o", linestyle="none", label=f"{run.label} (.nvp){bd[run.label]}")
         for p in points:
             # Slanted: the settings sit close together in bpp.
             axis.annotate(p.setting, (p.bpp, p.psnr), textcoords="offset points", xytext=(2, -4), fontsize=6, rotation=-40,
                           rotation_mode="anchor", color=line.get_color())
         axis.axhline(run.uncompressed_psnr, linestyle=":", color=line.get_color(), label=f"{run.label} uncompressed")
     for name, points in joined_series(runs).items():
-        axis.plot(*zip(*rate_distortion_front(points)), color="black", linewidth=1.5, label=f"{name}, front (.nvp): {bd[name]}")
+        axis.plot(*zip(*rate_distortion_front(points)), color="black", linewidth=1.5, label=f"{name}, front (.nvp){bd[name]}")
     axis.set_xscale("log")
     axis.set(xlabel="bits per pixel (log)", ylabel="PSNR (dB)", title=title)
     axis.grid(alpha=0.3, which="both")

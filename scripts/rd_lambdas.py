@@ -11,8 +11,7 @@ the report is nvp-rd's (rd.md, rd.csv, rd_bd.csv, rd.png), the points joined int
 On CUDA (`--device`, by default CUDA where torch sees it) the fields train on the GPU, the decoded files render there,
 and the x265 encodes run meanwhile in child processes on the CPUs; on a CPU they run after the training, so that
 they do not take its cores. On a CPU, `--jobs N` trains N points at once, each in a process of its own with the
-cores shared out (one thread each on a 2-core machine, where one process's two threads gain little), and still
-writes one report of every point.
+cores shared out (`--jobs 2` on a 2-core machine: one thread each), and still writes one report of every point.
 """
 
 from __future__ import annotations

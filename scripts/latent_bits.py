@@ -17,7 +17,8 @@ from rich.console import Console
 
 from nvp_nerfstudio.compression import latent_coder
 from nvp_nerfstudio.compression.field_codec import levels
-from nvp_nerfstudio.compression.latent_model import coding_model
+from nvp_nerfstudio.compression.latent_coder import LevelModel
+from nvp_nerfstudio.compression.latent_model import packed_level
 from nvp_nerfstudio.data.video import VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, psnr_against_time
@@ -69,8 +70,9 @@ def main() -> None:
     rows = []
     for level in levels(field):
         symbols, trained = level.symbols(), level.grid.quantiser.model.level_model(level.index)
-        model = coding_model(symbols, trained)
-        coded, under_trained = len(latent_coder.encode(symbols, model)), len(latent_coder.encode(symbols, trained))
+        payload, channels = packed_level(symbols, trained), symbols.shape[1]
+        model, coded = LevelModel.from_bytes(payload, channels), len(payload) - LevelModel.stored_size(channels)
+        under_trained = len(latent_coder.encode(symbols, trained))
         channel_only = sum(entropy_bytes(symbols[:, c] - latent_coder.shifts(symbols, model, c)) for c in range(symbols.shape[1]))
         spatial = channel_only
         geometry = level.geometry

@@ -33,7 +33,7 @@ from nvp_nerfstudio.compression.container import CodecError, CompressedFileError
 from nvp_nerfstudio.compression.entropy import EntropyCoder
 from nvp_nerfstudio.compression.geometry import LevelGeometry, level_geometry
 from nvp_nerfstudio.compression.images import IMAGE_CODECS, ImageCodecName, decode_image, encode_image
-from nvp_nerfstudio.compression.latent_model import coding_model, fit
+from nvp_nerfstudio.compression.latent_model import fit, packed_level
 from nvp_nerfstudio.compression.quantise import dequantise, quantise
 from nvp_nerfstudio.compression.videocodec import VIDEO_CODECS
 from nvp_nerfstudio.compression.videos import VideoJob, decode_videos, encode_videos
@@ -355,9 +355,8 @@ def compress(field: VideoField, info: VideoInfo, options: CodecOptions = CodecOp
     options = options.for_field(field)
     ranges, planned, jobs, videos = [], [], [], []
     for level in (level for level in levels(field) if level.form == "latent"):
-        symbols = level.symbols()
-        model = coding_model(symbols, level.grid.quantiser.model.level_model(level.index))
-        planned.append((level, level.steps().numpy().astype("<f4").tobytes() + latent_coder.pack(symbols, model)))
+        payload = packed_level(level.symbols(), level.grid.quantiser.model.level_model(level.index))
+        planned.append((level, level.steps().numpy().astype("<f4").tobytes() + payload))
     for level, codes, level_ranges in quantised_levels(field, options):
         ranges.append(level_ranges)
         crop_size = level.geometry.crop_size

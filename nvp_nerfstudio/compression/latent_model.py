@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from nvp_nerfstudio.compression.latent_coder import MAX_LOG_SCALE, MIN_LOG_SCALE, PRECISION, SHIFT_LIMIT, LevelModel, encode
+from nvp_nerfstudio.compression.latent_coder import MAX_LOG_SCALE, MIN_LOG_SCALE, PRECISION, SHIFT_LIMIT, LevelModel, pack
 
 QuantiseMode = Literal["noise", "ste", "round"]
 
@@ -119,19 +119,19 @@ def fit(symbols: Int[np.ndarray, "n channels"]) -> LevelModel:
     return model.level_model(0)
 
 
-def coding_model(symbols: Int[np.ndarray, "n channels"], trained: LevelModel) -> LevelModel:
-    """What the file codes a rate-aware level's symbols under: its trained model, or the one `fit` makes of the
-    symbols where that codes them shorter. Training fits the model to noisy symbols for most of the run, and it lags
-    the rounded ones the file holds (nvp-c on bikes at 320x136, 600 steps: 8.5 % of the latents' bytes, most on the
-    finest levels; a near-constant level coded in 1,428 bytes under its trained model takes 36 under its fit)."""
-    if not len(symbols):
-        return trained
-    return min((trained, fit(symbols)), key=lambda model: len(encode(symbols, model)))
+def packed_level(symbols: Int[np.ndarray, "n channels"], trained: LevelModel) -> bytes:
+    """A rate-aware level as the file stores it (`latent_coder.pack`): its symbols under its trained model, or under
+    the one `fit` makes of them where that codes them shorter. Training fits the model to noisy symbols for most of
+    the run, and it lags the rounded ones the file holds (nvp-c on bikes at 320x136, 600 steps: 8.5 % of the latents'
+    bytes, most on the finest levels; a near-constant level coded in 1,428 bytes under its trained model takes 36
+    under its fit)."""
+    models = (trained, fit(symbols)) if len(symbols) else (trained,)
+    return min((pack(symbols, model) for model in models), key=len)  # the models' parameters take the same bytes
 
 
 @torch.no_grad()
 def coded_bits(symbols: Float[Tensor, "n channels"], trained: Float[Tensor, ""]) -> float:
-    """The bits `coding_model` would code rounded symbols in, given their bits under the trained model: the
+    """The bits `packed_level` would code rounded symbols in, given their bits under the trained model: the
     smaller of those and their bits under the model `fit` makes of them (rate control's estimate of the file)."""
     if not len(symbols):
         return float(trained.detach())

@@ -588,7 +588,7 @@ def plot(path: Path, title: str, runs: list[RunResult], references: list[Point],
     import matplotlib.pyplot as plt
 
     bd = {delta.series: bd_legend(delta) for delta in deltas}
-    figure, axis = plt.subplots(figsize=(11, 5.5))
+    figure, axis = plt.subplots(figsize=(10, 7))
     for series in dict.fromkeys(p.series for p in references):
         points = sorted((p.bpp, p.psnr) for p in references if p.series == series and math.isfinite(p.psnr))
         label = f"{series} (anchor)" if series == anchor else f"{series}{bd[series]}"
@@ -607,10 +607,10 @@ def plot(path: Path, title: str, runs: list[RunResult], references: list[Point],
     axis.set_xscale("log")
     axis.set(xlabel="bits per pixel (log)", ylabel="PSNR (dB)", title=title)
     axis.grid(alpha=0.3, which="both")
-    # Beside the axes: the BD figures make the entries too long to sit on the curves.
-    axis.legend(fontsize=7, title=f"BD against {anchor}, over the common range", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    figure.tight_layout()
-    figure.savefig(path, dpi=130)
+    # Below the axes, in two columns: the BD figures make the entries too long to sit on the curves, and beside the
+    # axes they would take half the figure's width.
+    axis.legend(fontsize=7, title=f"BD against {anchor}, over the common range", title_fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+    figure.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(figure)
 
 

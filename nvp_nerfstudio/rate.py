@@ -31,8 +31,8 @@ from nvp_nerfstudio.encodings.grid import GridEncoding
 
 # Entries of a grid whose rate a training step estimates: each level's share of them drawn uniformly from the
 # level's coded entries, their bits scaled up, so the estimate stays unbiased while a step does not pay for the
-# entropy model of every entry of a hash table. On a CPU the estimate's cost grows with this, not with the batch:
-# 2^16 took about 40 % of an nvp-c step at 2^14 pixels, and 2^14 gave a better point in the same time (README).
+# entropy model of every entry of a hash table. The estimate's cost follows this, not the batch: on a CPU, 2^16
+# left fewer steps in the same time and a worse point than 2^14 (docs/compression.md).
 RATE_SAMPLE = 1 << 14
 NOISE_POOL_SEED = 0x5EED
 """Seed of the generator the training noise's pool is drawn from (LatentQuantiser.uniform_noise): fixed, so that a

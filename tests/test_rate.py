@@ -47,7 +47,9 @@ def test_the_file_renders_exactly_what_the_trained_field_renders(field) -> None:
     data = container.to_bytes(compress(field, INFO, CodecOptions()))
     decoded, info = decode(container.from_bytes(data, "clip.nvp"), "clip.nvp")
     assert info == INFO
-    # The latents are exact (the trained field rounds them in evaluation); the MLP is stored at 8 bits (its default).
+    # The latents are exact (the trained field rounds them in evaluation); the MLP is stored at 8 bits (its default),
+    # which the trained field reads in evaluation too.
+    assert torch.equal(frames(decoded), frames(field))
     assert torch.equal(frames(decoded), frames(quantised(field, CodecOptions())))
     lossless_mlp = decode(container.from_bytes(container.to_bytes(compress(field, INFO, CodecOptions(mlp_bits=32))), "x"), "x")[0]
     assert torch.equal(frames(lossless_mlp), frames(field))
@@ -149,6 +151,47 @@ def test_training_switches_from_noise_to_rounding_and_rate_reaches_latents_and_s
     table, steps = field.positional.table, field.positional.quantiser.steps()
     level_rows = field.positional.layout.level_sizes[0]
     assert torch.equal(table[:level_rows] / steps[0], torch.round(table[:level_rows] / steps[0]))
+
+
+def rows_at_8_bits(matrix: torch.Tensor) -> torch.Tensor:
+    """Each row rounded to 255 levels spanning its largest magnitude, as the file's 8-bit MLP promises."""
+    scale = matrix.abs().amax(dim=1, keepdim=True) / 127
+    return torch.round(matrix / scale) * scale
+
+
+def test_from_rounding_on_training_reads_the_mlp_at_its_stored_bits_with_the_identitys_gradient() -> None:
+    torch.manual_seed(0)
+    field = NVP_C.setup(shape=VideoShape(4, 16, 24)).train()
+    with torch.no_grad():
+        field.positional.params.normal_(0.0, 0.05)
+    set_training_progress(field, 0.9)
+    # The same field with its MLP at 8 bits by hand, and one with its float32 MLP, both read plainly (no rate state);
+    # their latents are rounded as the field's, their quantisers being in the same mode.
+    by_hand, float_mlp = copy.deepcopy(field), copy.deepcopy(field)
+    with torch.no_grad():
+        for name, value in by_hand.mlp.named_parameters():
+            value.copy_(rows_at_8_bits(value) if value.dim() == 2 else value.half().float())
+    by_hand.rate = float_mlp.rate = None
+    xyt = torch.rand(512, 3)
+    outputs = {}
+    for name, module in (("field", field), ("by hand", by_hand), ("float", float_mlp)):
+        module.zero_grad()
+        outputs[name] = module(xyt)
+        outputs[name].square().mean().backward()
+    assert torch.allclose(outputs["field"], outputs["by hand"], rtol=0, atol=1e-6)
+    assert (outputs["field"] - outputs["float"]).abs().max() > 1e-5  # an untrained MLP: small, above the match above
+    # Straight through: the float32 weights get the gradient of the 8-bit weights they are read as.
+    for (name, trained), (_, stored) in zip(field.mlp.named_parameters(), by_hand.mlp.named_parameters()):
+        assert trained.grad.abs().sum() > 0, name
+        assert torch.allclose(trained.grad, stored.grad, rtol=1e-4, atol=1e-7), name
+    # Before rounding, training reads the float32 MLP.
+    set_training_progress(field, 0.1)
+    for quantiser in quantisers(float_mlp):  # its rate state gone, set_training_progress leaves it as it is
+        quantiser.mode = "noise"
+    torch.manual_seed(1)
+    noisy = field(xyt)
+    torch.manual_seed(1)
+    assert torch.equal(noisy, float_mlp(xyt))
 
 
 def test_training_noise_is_uniform_independent_across_entries_and_new_each_step() -> None:

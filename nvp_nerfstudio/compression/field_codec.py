@@ -25,7 +25,6 @@ from typing import Any, Iterator, Literal, Optional
 import numpy as np
 import psutil
 import torch
-from jaxtyping import Float, Int
 from torch import Tensor
 
 from nvp_nerfstudio.compression import container, entropy, latent_coder
@@ -35,6 +34,7 @@ from nvp_nerfstudio.compression.geometry import LevelGeometry, level_geometry
 from nvp_nerfstudio.compression.images import IMAGE_CODECS, ImageCodecName, decode_image, encode_image
 from nvp_nerfstudio.compression.latent_model import fit, packed_level
 from nvp_nerfstudio.compression.quantise import dequantise, quantise
+from nvp_nerfstudio.compression.stored_tensors import as_stored, from_row_codes, row_coded, row_codes, stored_dtype, stored_size
 from nvp_nerfstudio.compression.videocodec import VIDEO_CODECS
 from nvp_nerfstudio.compression.videos import VideoJob, decode_videos, encode_videos
 from nvp_nerfstudio.data.fingerprint import SourceFingerprint
@@ -43,10 +43,10 @@ from nvp_nerfstudio.encodings.grid import GridEncoding
 from nvp_nerfstudio.encodings.per_frame import PerFrameGrid
 from nvp_nerfstudio.fields.base import VideoField, VideoFieldConfig, VideoShape
 from nvp_nerfstudio.methods import METHODS
+from nvp_nerfstudio.rate import as_trained
 
 RANGES_SECTION = "quantisation ranges"
 OTHERS_SECTION = "other tensors"
-FLOAT_TYPES = {16: torch.float16, 32: torch.float32}
 MLP_BITS = (8, 16, 32)
 
 
@@ -248,45 +248,6 @@ def quantised_levels(field: VideoField, options: CodecOptions) -> Iterator[tuple
             yield (level, *quantise(level.values(), level.bits(options)))
 
 
-def stored_dtype(value: Tensor, mlp_bits: int) -> torch.dtype:
-    """How the file stores a tensor of the other tensors: int8 for a float matrix at 8 bits (plus row scales)."""
-    if not value.is_floating_point():
-        return value.dtype
-    if mlp_bits == 8:
-        return torch.int8 if row_coded(value, mlp_bits) else torch.float16
-    return FLOAT_TYPES[mlp_bits]
-
-
-def row_coded(value: Tensor, mlp_bits: int) -> bool:
-    """Whether the file stores the tensor as 8-bit integers with a scale per row (a float matrix at 8 bits)."""
-    return mlp_bits == 8 and value.is_floating_point() and value.dim() >= 2
-
-
-def row_codes(value: Tensor) -> tuple[Int[Tensor, "rows values"], Float[Tensor, "rows"]]:
-    """A matrix as int8 codes per row and each row's float32 scale (its largest magnitude maps to 127)."""
-    rows = value.detach().cpu().float().reshape(len(value), -1)
-    scales = (rows.abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.float32).tiny)
-    return torch.round(rows / scales[:, None]).to(torch.int8), scales
-
-
-def from_row_codes(codes: Tensor, scales: Tensor, like: Tensor) -> Tensor:
-    """The matrix the codes and scales stand for, shaped and typed as `like`: the encoder's view and the decoder's."""
-    return (codes.float() * scales[:, None]).reshape(like.shape).to(like.dtype)
-
-
-def as_stored(value: Tensor, mlp_bits: int) -> Tensor:
-    """The tensor as the decoder gets it back (in its own dtype)."""
-    if row_coded(value, mlp_bits):
-        return from_row_codes(*row_codes(value), value).to(value.device)
-    return value.to(stored_dtype(value, mlp_bits)).to(value.dtype)
-
-
-def stored_size(value: Tensor, mlp_bits: int) -> int:
-    """Bytes of the tensor in the section before the entropy coder: values, then an 8-bit matrix's row scales."""
-    scales = len(value) * 4 if row_coded(value, mlp_bits) else 0
-    return value.numel() * stored_dtype(value, mlp_bits).itemsize + scales
-
-
 def quantised(field: VideoField, options: CodecOptions = CodecOptions()) -> VideoField:
     """A copy of the field as lossless codecs would give it back: quantised grids, the other tensors at mlp_bits."""
     options = options.for_field(field)
@@ -298,7 +259,7 @@ def quantised(field: VideoField, options: CodecOptions = CodecOptions()) -> Vide
         for level in (level for level in levels(field) if level.form == "latent"):
             copies[level.name].write(torch.from_numpy(level.symbols()).float() * level.steps())
         bake(copied)
-        state = {key: as_stored(value, options.mlp_bits) for key, value in other_tensors(copied)}
+        state = {key: as_stored(value, options.mlp_bits) for key, value in as_trained(field, other_tensors(field), options.mlp_bits)}
         copied.load_state_dict(state, strict=False)
     return copied
 
@@ -384,7 +345,7 @@ def compress(field: VideoField, info: VideoInfo, options: CodecOptions = CodecOp
         if level.form == "video":
             payload = container.pack_parts([next(streams) for _ in range(level.channels)]) + payload
         sections.append(Section(level.name, level.kind(options), payload))
-    others = other_tensors(field)
+    others = as_trained(field, other_tensors(field), options.mlp_bits)
     packed = entropy.encode(_pack_tensors(others, options.mlp_bits), options.hash_coder)
     sections.append(Section(OTHERS_SECTION, f"{others_kind(options.mlp_bits)}:{options.hash_coder}", packed))
     meta = {
@@ -424,7 +385,7 @@ def _pack_tensors(tensors: list[tuple[str, Tensor]], bits: int) -> bytes:
     parts = []
     for _, value in tensors:
         if row_coded(value, bits):
-            parts += [_byte_planes(part) for part in row_codes(value)]
+            parts += [_byte_planes(part) for part in row_codes(value.detach().cpu())]
         else:
             parts.append(_byte_planes(value.detach().cpu().to(stored_dtype(value, bits))))
     return b"".join(parts)

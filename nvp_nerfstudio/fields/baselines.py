@@ -18,6 +18,7 @@ from nvp_nerfstudio.encodings.grid import GridEncodingConfig
 from nvp_nerfstudio.fields.base import VideoField, VideoFieldConfig, VideoShape
 from nvp_nerfstudio.fields.mlp import Siren, relu_mlp
 from nvp_nerfstudio.fields.nvp import KEYFRAME_PLANES
+from nvp_nerfstudio.rate import read_as_stored
 
 
 def centred(xyt: Tensor) -> Tensor:
@@ -94,7 +95,7 @@ class HashGridField(VideoField):
         self.net = relu_mlp(self.grid.output_dim, config.hidden_dim, config.num_hidden)
 
     def forward(self, xyt: Float[Tensor, "n 3"]) -> Float[Tensor, "n 3"]:
-        return 0.5 + 0.5 * self.net(self.grid(xyt.clamp(0.0, 1.0)))
+        return 0.5 + 0.5 * read_as_stored(self, self.net, self.grid(xyt.clamp(0.0, 1.0)))
 
 
 @dataclass
@@ -130,7 +131,7 @@ class KPlanesField(VideoField):
         features = torch.ones(1, device=xyt.device)
         for axes, name in KEYFRAME_PLANES:
             features = features * self.planes[name](xyt[:, list(axes)])
-        return 0.5 + 0.5 * self.net(features)
+        return 0.5 + 0.5 * read_as_stored(self, self.net, features)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from nvp_nerfstudio.encodings.grid import GridEncodingConfig
 from nvp_nerfstudio.encodings.per_frame import PerFrameGridConfig
 from nvp_nerfstudio.fields.base import VideoField, VideoFieldConfig, VideoShape
 from nvp_nerfstudio.fields.modulated_mlp import ModulatedSirenConfig
+from nvp_nerfstudio.rate import read_as_stored
 
 # (input axes, name) of each latent keyframe plane; axes index (x, y, t).
 KEYFRAME_PLANES = (((0, 1), "xy"), ((0, 2), "xt"), ((1, 2), "yt"))
@@ -115,7 +116,7 @@ class NVPField(VideoField):
     def forward(self, xyt: Float[Tensor, "n 3"]) -> Float[Tensor, "n 3"]:
         xyt = xyt.clamp(0.0, 1.0)
         # The paper's frames live in [-1, 1]; mapping back keeps the untrained output at mid-grey.
-        return 0.5 + 0.5 * self.mlp(2.0 * xyt[:, 2:] - 1.0, self.latent(xyt))
+        return 0.5 + 0.5 * read_as_stored(self, self.mlp, 2.0 * xyt[:, 2:] - 1.0, self.latent(xyt))
 
 
 class ShotPlanes(nn.Module):

@@ -5,9 +5,10 @@ Each grid gets a quantiser: per (level, channel) a learned step and an entropy m
 (the rate's stand-in for rounding), then, from `ste_from` of the run on, rounded with the identity's gradient;
 evaluation rounds. The loss adds lambda x the estimated bits per pixel of those symbols to the distortion, and
 with a `target_bpp` lambda follows the estimated size of the file, the symbols rounded (rate control, paced by
-the run and aimed along a path from the first step's size to the target). The .nvp file stores exactly the rounded
-symbols, range-coded under the trained models, and each step: a decoded field renders what the trained one
-renders in evaluation.
+the run and aimed along a path from the first step's size to the target). Wherever the latents are rounded, the
+MLP is read at the bits the file stores it at (`read_as_stored`). The .nvp file stores exactly the rounded
+symbols, range-coded under the trained models, each step, and that MLP: a decoded field renders what the trained
+one renders in evaluation.
 
 Core module: no nerfstudio.
 """

@@ -38,6 +38,7 @@ from nvp_nerfstudio.scripts.rate_distortion import (
     ReferenceJob,
     RunResult,
     anchor_series,
+    field_render,
     markdown,
     mean_psnr,
     nvp_point,
@@ -77,7 +78,7 @@ def train_point(args: argparse.Namespace, setting: dict, video: Optional[VideoFr
     points = [nvp_point(label, f"{bits}-bit MLP", field, info, CodecOptions(mlp_bits=bits), video.frames, CHUNK, args.device) for bits in args.mlp_bits]
     uncompressed = mean_psnr(render_video(field, CHUNK), video.frames)
     print(label, *(f"{p.setting}: {p.bpp:.4f} bpp {p.psnr:.2f} dB" for p in points), flush=True)
-    return RunResult(label, Path("-"), shape, uncompressed, raw_8bit_bytes(field), points, args.method)
+    return RunResult(label, Path("-"), shape, uncompressed, raw_8bit_bytes(field), points, args.method, field_render(field))
 
 
 def train_points(args: argparse.Namespace, settings: list[dict], video: VideoFrames) -> list[RunResult]:

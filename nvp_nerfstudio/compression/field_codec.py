@@ -7,7 +7,8 @@ per channel (t-slices as frames), and every other level (hashed: no spatial orde
 constriction's range coder under a model fitted to its codes (latent_coder.py), or a general-purpose
 coder. A grid trained for rate (rate.py, nvp-c) is not requantised: each level stores its float32 steps
 and its rounded symbols, range-coded under its trained models. A per-frame grid (nvp-paper) is one more
-3D dense level. Everything else in the field's state (the MLPs) is stored as float16 or float32. The
+3D dense level. Everything else in the field's state (the MLPs) is stored as float16 or float32, or at 8 bits
+as int8 with a scale per row (stored_tensors.py); a field trained for rate stores the MLP it renders. The
 header holds the method name and the field config as trained, so the decoder rebuilds exactly that
 field, then fills it from the sections.
 

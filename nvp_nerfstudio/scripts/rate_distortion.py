@@ -168,9 +168,19 @@ class RunResult:
     points: list[Point]
     method: str
     """The run's method: runs of one method (e.g. nvp-c at several lambdas) also make one series together."""
+    uncompressed: str = "Uncompressed field"
+    """What uncompressed_psnr is of (field_render)."""
 
 
 # ---------------------------------------------------------------- measuring
+
+
+def field_render(field: VideoField) -> str:
+    """What a field renders before coding: a field trained for rate rounds its latents and reads its MLP as stored."""
+    state = getattr(field, "rate", None)
+    if state is None:
+        return "Uncompressed field"
+    return f"Uncompressed field (as trained: its latents rounded, its MLP at {state.config.mlp_bits} bits)"
 
 
 def mean_psnr(frames: Frames, source: SourceFrames) -> float:
@@ -435,7 +445,7 @@ def markdown(title: str, runs: list[RunResult], references: list[Point], anchor:
             "",
             f"## {run.label} ({run.config})",
             "",
-            f"Uncompressed field: {run.uncompressed_psnr:.2f} dB. Raw 8-bit latents (one byte per grid value, the MLP "
+            f"{run.uncompressed}: {run.uncompressed_psnr:.2f} dB. Raw 8-bit latents (one byte per grid value, the MLP "
             f"in float32): {run.raw_bytes:,} bytes ({bits_per_pixel(run.raw_bytes, run.shape):.3f} bpp).",
             "",
             "| setting | codecs | bytes | bpp | PSNR (dB) | vs uncompressed | vs raw 8-bit | "
@@ -659,7 +669,9 @@ def main(config: RateDistortionConfig) -> tuple[list[RunResult], list[Point]]:
                 except ValueError as err:  # compress(): a field that is not its method's
                     raise SystemExit(f"error: {path}: {err}") from None
                 progress.advance(task)
-            runs.append(RunResult(label, path, run_field.shape, uncompressed, raw_8bit_bytes(run_field), points, run_info.method))
+            runs.append(
+                RunResult(label, path, run_field.shape, uncompressed, raw_8bit_bytes(run_field), points, run_info.method, field_render(run_field))
+            )
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
     anchor = anchor_series(jobs)

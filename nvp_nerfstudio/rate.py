@@ -337,9 +337,9 @@ def set_training_progress(field: nn.Module, progress: float) -> None:
 def read_as_stored(field: nn.Module, module: nn.Module, *inputs: Tensor) -> Tensor:
     """module(*inputs), its parameters (the field's MLP) read as the file stores them (RateConfig.mlp_bits) wherever
     the field's latents are rounded: in evaluation, so that it renders what the file decodes to, and in training from
-    `ste_from` on, with the identity's gradient, so that the MLP learns its 8 bits as the latents their steps (at
-    lambda 0.1 on a CPU, the 8 bits cost 0.32 dB when the MLP was trained in float32). Plain module(*inputs) for a
-    field not trained for rate, or decoded from a file (its MLP holds the stored values already)."""
+    `ste_from` on, with the identity's gradient, so that the MLP learns its 8 bits as the latents their steps
+    (docs/compression.md). Plain module(*inputs) for a field not trained for rate, or decoded from a file (its MLP
+    holds the stored values already)."""
     state = getattr(field, "rate", None)
     if state is None or any(quantiser.baked for quantiser in quantisers(field)) or (field.training and state.mode == "noise"):
         return module(*inputs)

@@ -334,6 +334,12 @@ def set_training_progress(field: nn.Module, progress: float) -> None:
         quantiser.mode = state.mode
 
 
+def holds_stored_values(field: nn.Module) -> bool:
+    """Whether the field holds the values its file stores (decoded from one, or field_codec.quantised's copy): its
+    grids and MLP are read as they are."""
+    return any(quantiser.baked for quantiser in quantisers(field))
+
+
 def read_as_stored(field: nn.Module, module: nn.Module, *inputs: Tensor) -> Tensor:
     """module(*inputs), its parameters (the field's MLP) read as the file stores them (RateConfig.mlp_bits) wherever
     the field's latents are rounded: in evaluation, so that it renders what the file decodes to, and in training from
@@ -341,7 +347,7 @@ def read_as_stored(field: nn.Module, module: nn.Module, *inputs: Tensor) -> Tens
     (docs/compression.md). Plain module(*inputs) for a field not trained for rate, or decoded from a file (its MLP
     holds the stored values already)."""
     state = getattr(field, "rate", None)
-    if state is None or any(quantiser.baked for quantiser in quantisers(field)) or (field.training and state.mode == "noise"):
+    if state is None or holds_stored_values(field) or (field.training and state.mode == "noise"):
         return module(*inputs)
     bits = state.config.mlp_bits
     if field.training:
@@ -356,7 +362,7 @@ def as_trained(field: nn.Module, tensors: list[tuple[str, Tensor]], mlp_bits: in
     at bits other than those it was trained for stores the MLP it renders (read_as_stored), not the float32 weights
     it has not rendered with since `ste_from`."""
     state = getattr(field, "rate", None)
-    if state is None or mlp_bits == state.config.mlp_bits or any(quantiser.baked for quantiser in quantisers(field)):
+    if state is None or mlp_bits == state.config.mlp_bits or holds_stored_values(field):
         return tensors
     mlp = mlp_parameters(field)
     return [(name, as_stored(value, state.config.mlp_bits) if name in mlp else value) for name, value in tensors]

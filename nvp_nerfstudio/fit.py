@@ -76,6 +76,9 @@ class FitConfig:
     Other methods train as they are."""
     target_bpp: Optional[float] = None
     """For methods trained for rate: rate control toward this many bits per pixel (RateConfig.target_bpp)."""
+    ste_from: Optional[float] = None
+    """For methods trained for rate: the fraction of the run after which training rounds the latents instead of
+    adding noise (RateConfig.ste_from); None: the method's."""
 
 
 def cosine_lr_factor(progress: float, final_fraction: float = FINAL_LR_FRACTION) -> float:
@@ -136,12 +139,13 @@ def method_field(config: FitConfig) -> VideoFieldConfig:
     field_config = METHODS[config.method].field
     if field_config.rate is None or not has_rate_settings(config):
         return field_config
-    changes = {name: value for name, value in (("lmbda", config.lmbda), ("target_bpp", config.target_bpp)) if value is not None}
+    settings = (("lmbda", config.lmbda), ("target_bpp", config.target_bpp), ("ste_from", config.ste_from))
+    changes = {name: value for name, value in settings if value is not None}
     return replace(field_config, rate=replace(field_config.rate, **changes))
 
 
 def has_rate_settings(config: FitConfig) -> bool:
-    return config.lmbda is not None or config.target_bpp is not None
+    return config.lmbda is not None or config.target_bpp is not None or config.ste_from is not None
 
 
 def build_field(config: FitConfig, shape: VideoShape) -> VideoField:
@@ -382,6 +386,8 @@ def check_methods(names: Sequence[str], config: Optional[FitConfig] = None) -> N
         raise SystemExit(f"error: unknown method(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(METHODS)}")
     if config is not None and has_rate_settings(config) and all(METHODS[name].field.rate is None for name in names):
         rated = ", ".join(name for name, method in METHODS.items() if method.field.rate is not None)
-        raise SystemExit(f"error: --lmbda / --target-bpp apply to methods trained for rate ({rated}): none of {', '.join(names)} is")
+        raise SystemExit(f"error: --lmbda / --target-bpp / --ste-from apply to methods trained for rate ({rated}): none of {', '.join(names)} is")
     if config is not None and ((config.lmbda is not None and config.lmbda < 0) or (config.target_bpp is not None and config.target_bpp <= 0)):
         raise SystemExit("error: --lmbda must be at least 0 and --target-bpp above 0")
+    if config is not None and config.ste_from is not None and not 0.0 <= config.ste_from <= 1.0:
+        raise SystemExit(f"error: --ste-from is a fraction of the run, from 0 to 1 (got {config.ste_from:g})")

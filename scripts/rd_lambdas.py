@@ -28,7 +28,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, raw_8bit_bytes
+from nvp_nerfstudio.compression import container
+from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, compress, raw_8bit_bytes
 from nvp_nerfstudio.data.video import VideoFrames, VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, psnr_against_time
@@ -53,10 +54,12 @@ from nvp_nerfstudio.scripts.rate_distortion import (
 CHUNK = 1 << 16
 # Study variants of nvp-c (--method): nvp-fast's grids (8 keyframe levels a plane, a 3D grid whose finest level has a
 # vertex per pixel and frame, here with NVP-S's 2^19 entries a level) trained for rate; nvp-c with 2^17 entries a hashed
-# level instead of 2^19.
+# level instead of 2^19; nvp-c with a 16-wide modulated SIREN instead of 32 (what a field stores besides its latents
+# is a quarter of a file at 0.02 bpp on mire 384x288).
 VARIANTS = {
     "nvp-c-fast-grids": replace(NVP_FAST, positional=replace(NVP_FAST.positional, log2_hashmap_size=19), rate=RateConfig()),
     "nvp-c-table-17": replace(NVP_C, positional=replace(NVP_C.positional, log2_hashmap_size=17)),
+    "nvp-c-mlp-16": replace(NVP_C, mlp=replace(NVP_C.mlp, hidden_dim=16)),
 }
 # At import, so that a --jobs worker process (which imports this file anew) finds them too.
 METHODS.update({name: VideoMethod(variant, METHODS["nvp-c"].lr, f"rate study: {name}") for name, variant in VARIANTS.items()})
@@ -64,7 +67,7 @@ METHODS.update({name: VideoMethod(variant, METHODS["nvp-c"].lr, f"rate study: {n
 
 def train_point(args: argparse.Namespace, setting: dict, video: Optional[VideoFrames] = None) -> RunResult:
     """One lambda or target: train, then compress at each MLP width, decode from the bytes and score every frame
-    (the clip decoded here unless given)."""
+    (the clip decoded here unless given); the files stay in the output folder."""
     source = VideoSource(args.data, downscale=args.downscale, max_frames=args.max_frames)
     video = source.load() if video is None else video
     shape = VideoShape(video.num_frames, video.height, video.width)
@@ -76,6 +79,10 @@ def train_point(args: argparse.Namespace, setting: dict, video: Optional[VideoFr
     name = f"target {setting['target_bpp']:g} bpp" if "target_bpp" in setting else f"lambda {setting['lmbda']:g}"
     label = f"{args.method} {name} ({trace[-1]['steps']} steps, {trace[-1]['seconds']:.0f} s)"
     points = [nvp_point(label, f"{bits}-bit MLP", field, info, CodecOptions(mlp_bits=bits), video.frames, CHUNK, args.device) for bits in args.mlp_bits]
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    for bits in args.mlp_bits:
+        data = container.to_bytes(compress(field, info, CodecOptions(mlp_bits=bits)))
+        (args.output_dir / f"{args.method} {name} {bits}-bit MLP.nvp".replace(" ", "_")).write_bytes(data)
     uncompressed = mean_psnr(render_video(field, CHUNK), video.frames)
     print(label, *(f"{p.setting}: {p.bpp:.4f} bpp {p.psnr:.2f} dB" for p in points), flush=True)
     return RunResult(label, Path("-"), shape, uncompressed, raw_8bit_bytes(field), points, args.method, field_render(field))
@@ -104,6 +111,7 @@ def main() -> None:
     points = parser.add_mutually_exclusive_group()
     points.add_argument("--lambdas", type=float, nargs="+", help="lambdas (default 0.003 0.01 0.03 0.1)")
     points.add_argument("--target-bpps", type=float, nargs="+", help="rate-control targets in bits per pixel, instead of lambdas")
+    parser.add_argument("--ste-from", type=float, help="fraction of the run trained on noise before rounding (default: the method's)")
     parser.add_argument("--mlp-bits", type=int, nargs="+", default=[16, 8], help="the MLP widths each lambda's file is measured at")
     parser.add_argument("--crfs", type=int, nargs="+", default=[22, 26, 30, 34, 38, 42], help="x265 crfs")
     parser.add_argument("--method", default="nvp-c", choices=["nvp-c", *VARIANTS], help="the rate-aware method or a study variant")
@@ -116,6 +124,8 @@ def main() -> None:
 
     video = VideoSource(args.data, downscale=args.downscale, max_frames=args.max_frames).load()
     settings = [{"target_bpp": bpp} for bpp in args.target_bpps] if args.target_bpps else [{"lmbda": value} for value in args.lambdas or (0.003, 0.01, 0.03, 0.1)]
+    if args.ste_from is not None:
+        settings = [{**setting, "ste_from": args.ste_from} for setting in settings]
     jobs = [ReferenceJob("x265", "yuv420p", crf, "medium") for crf in args.crfs]
     on_gpu = torch.device(args.device).type == "cuda"
     # Each encode is a child process: beside a GPU's training all at once, on a CPU one at a time after it.

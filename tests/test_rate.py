@@ -328,12 +328,21 @@ def test_nvp_rd_measures_a_rate_trained_field_once_per_mlp_width(field) -> None:
     assert plain_sweep[0][1].for_field(plain).mlp_bits == 16
 
 
+def test_nvp_rd_names_the_codecs_a_rate_trained_file_uses(field) -> None:
+    from nvp_nerfstudio.scripts.rate_distortion import nvp_point
+
+    video = SOURCE.load()
+    point = nvp_point("nvp-c", "8-bit MLP", field, INFO, CodecOptions(), video.frames, 1 << 16)
+    # Its grids are coded under their own steps and models: the image, video and hash-bit options do not apply.
+    assert point.codecs == "learned steps + range (trained or refitted models), int8 MLP"
+
+
 def test_rate_settings_apply_to_methods_trained_for_rate_only() -> None:
     from nvp_nerfstudio.fit import build_field, check_methods
 
-    config = FitConfig(method="nvp-c", device="cpu", lmbda=0.2, target_bpp=0.05)
+    config = FitConfig(method="nvp-c", device="cpu", lmbda=0.2, target_bpp=0.05, ste_from=0.4)
     field = build_field(config, VideoShape(250, 136, 320))  # bikes at 320x136: 0.05 bpp is within the field's reach
-    assert (field.rate.config.lmbda, field.rate.config.target_bpp) == (0.2, 0.05)
+    assert (field.rate.config.lmbda, field.rate.config.target_bpp, field.rate.config.ste_from) == (0.2, 0.05, 0.4)
     assert float(field.rate.lmbda) == pytest.approx(0.2)
     assert not hasattr(build_field(replace(config, method="nvp"), VideoShape(4, 16, 24)), "rate")
     check_methods(["nvp", "nvp-c"], config)  # nvp-c uses them: no error
@@ -341,3 +350,7 @@ def test_rate_settings_apply_to_methods_trained_for_rate_only() -> None:
         check_methods(["nvp", "ngp-video"], config)
     with pytest.raises(SystemExit, match="--target-bpp above 0"):
         check_methods(["nvp-c"], replace(config, target_bpp=0.0))
+    with pytest.raises(SystemExit, match="--ste-from is a fraction of the run"):
+        check_methods(["nvp-c"], replace(config, ste_from=1.5))
+    with pytest.raises(SystemExit, match="apply to methods trained for rate"):
+        check_methods(["nvp"], FitConfig(method="nvp", ste_from=0.5))

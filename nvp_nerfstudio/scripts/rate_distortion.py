@@ -193,12 +193,16 @@ def render_video(field: VideoField, chunk: int) -> Frames:
     return np.stack([to_uint8(frame) for frame in field_frames(field, chunk)])
 
 
-def describe(options: CodecOptions) -> str:
-    options = options.resolved()
+def describe(options: CodecOptions, field: VideoField) -> str:
+    """The codecs a file of this field written with these options uses: a field trained for rate codes its grids
+    under its own steps and entropy models, whatever the image, video and hash options say."""
+    options = options.for_field(field)
+    mlp = "int8" if options.mlp_bits == 8 else f"float{options.mlp_bits}"
+    if quantisers(field):
+        return f"learned steps + range (trained or refitted models), {mlp} MLP"
     image = "png" if options.image_codec == "png" else f"{options.image_codec} {options.image_quality}"
     video = "ffv1" if options.video_codec == "ffv1" else f"{options.video_codec} crf {options.video_crf}"
     hashes = "range" if options.latent_coder == "range" else options.hash_coder
-    mlp = "int8" if options.mlp_bits == 8 else f"float{options.mlp_bits}"
     return f"{image} + {video} + {hashes}, {options.hash_bits}-bit hashes, {mlp} MLP"
 
 
@@ -217,7 +221,7 @@ def nvp_point(
     rendered_at = time.perf_counter()
     return Point(
         series, setting, len(data), bits_per_pixel(len(data), field.shape), mean_psnr(frames, source),
-        compressed_at - start, decoded_at - compressed_at, rendered_at - decoded_at, describe(options.for_field(field)),
+        compressed_at - start, decoded_at - compressed_at, rendered_at - decoded_at, describe(options, field),
     )
 
 

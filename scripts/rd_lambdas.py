@@ -1,7 +1,8 @@
 """Rate-distortion of rate-aware NVP (`nvp-c`) at several lambdas (or rate-control targets) on one clip, against
 x265-medium yuv420p on the same frames: each point trained with the core loop (the loop `ns-train nvp-c` runs) for
 a fixed number of steps or seconds, compressed, decoded from its bytes, every frame rendered as uint8 and scored;
-the report is nvp-rd's (rd.md, rd.csv, rd_bd.csv, rd.png), the points joined into one series for the BD figures.
+the report is nvp-rd's (rd.md, rd.csv, rd_bd.csv, rd.png), the points joined into one series for the BD figures,
+beside each point's .nvp file (nvp-decompress renders it).
 
     python scripts/rd_lambdas.py --data sample:bikes --downscale 2 --steps 2000 --lambdas 0.003 0.01 0.03 0.1 \
         --crfs 22 26 30 34 38 42 --output-dir rd-nvp-c
@@ -54,12 +55,13 @@ from nvp_nerfstudio.scripts.rate_distortion import (
 CHUNK = 1 << 16
 # Study variants of nvp-c (--method): nvp-fast's grids (8 keyframe levels a plane, a 3D grid whose finest level has a
 # vertex per pixel and frame, here with NVP-S's 2^19 entries a level) trained for rate; nvp-c with 2^17 entries a hashed
-# level instead of 2^19; nvp-c with a 16-wide modulated SIREN instead of 32 (what a field stores besides its latents
-# is a quarter of a file at 0.02 bpp on mire 384x288).
+# level instead of 2^19; nvp-c with a 16- or 48-wide modulated SIREN instead of 32 (what a field stores besides its
+# latents is a quarter of a file at 0.02 bpp on mire 384x288).
 VARIANTS = {
     "nvp-c-fast-grids": replace(NVP_FAST, positional=replace(NVP_FAST.positional, log2_hashmap_size=19), rate=RateConfig()),
     "nvp-c-table-17": replace(NVP_C, positional=replace(NVP_C.positional, log2_hashmap_size=17)),
     "nvp-c-mlp-16": replace(NVP_C, mlp=replace(NVP_C.mlp, hidden_dim=16)),
+    "nvp-c-mlp-48": replace(NVP_C, mlp=replace(NVP_C.mlp, hidden_dim=48)),
 }
 # At import, so that a --jobs worker process (which imports this file anew) finds them too.
 METHODS.update({name: VideoMethod(variant, METHODS["nvp-c"].lr, f"rate study: {name}") for name, variant in VARIANTS.items()})

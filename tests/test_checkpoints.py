@@ -92,7 +92,7 @@ def test_ns_eval_passes_over_a_half_written_newest_checkpoint(run_with_checkpoin
 def test_a_resumed_run_ends_with_the_field_of_a_run_straight_through(tmp_path: Path, method: str) -> None:
     """Stopped after step 10 of 20 and resumed for the 9 steps left, a run ends bit for bit where one run of 20 steps
     does: same pixels drawn (train and eval samplers), same schedule (the interrupted run's), same optimiser state;
-    for a field trained for rate, the same switch from noise to rounding (at 70 % of the interrupted run's steps)."""
+    for a field trained for rate, the same switch from noise to rounding (at 85 % of the interrupted run's steps)."""
     schedule = ["--steps-per-eval-batch", "4", "--save-only-latest-checkpoint", "False", "--steps-per-save", "10"]
     straight = train_tiny_run(tmp_path / "straight", "sample:carphone", *schedule, "--max-num-iterations", "20", method=method).parent
     interrupted = tmp_path / "interrupted" / "nerfstudio_models"

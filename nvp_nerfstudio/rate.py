@@ -69,8 +69,8 @@ class RateConfig:
     """Rate control keeps lmbda within these bounds (anti-windup: a target out of reach does not drive it on)."""
     ste_from: float = 0.85
     """Fraction of the run after which quantisation is rounding (straight through) instead of uniform noise. The
-    longer the rounding phase, the larger the file at equal lambda, for about the same quality: a late switch
-    brought nvp-c closest to x265 (docs/compression.md)."""
+    longer the rounding phase, the larger the file at equal lambda, the PSNR moving less: a late switch brought
+    nvp-c closest to x265 (docs/compression.md)."""
     init_step: float = 2.0**-7
     """Initial quantisation step of every level and channel (learned from there)."""
     mlp_bits: Literal[8, 16, 32] = 8

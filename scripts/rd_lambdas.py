@@ -29,8 +29,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from nvp_nerfstudio.compression import container
-from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, compress, raw_8bit_bytes
+from nvp_nerfstudio.compression.field_codec import CodecOptions, VideoInfo, raw_8bit_bytes
 from nvp_nerfstudio.data.video import VideoFrames, VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, psnr_against_time
@@ -80,11 +79,12 @@ def train_point(args: argparse.Namespace, setting: dict, video: Optional[VideoFr
     field.eval()
     name = f"target {setting['target_bpp']:g} bpp" if "target_bpp" in setting else f"lambda {setting['lmbda']:g}"
     label = f"{args.method} {name} ({trace[-1]['steps']} steps, {trace[-1]['seconds']:.0f} s)"
-    points = [nvp_point(label, f"{bits}-bit MLP", field, info, CodecOptions(mlp_bits=bits), video.frames, CHUNK, args.device) for bits in args.mlp_bits]
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    for bits in args.mlp_bits:
-        data = container.to_bytes(compress(field, info, CodecOptions(mlp_bits=bits)))
-        (args.output_dir / f"{args.method} {name} {bits}-bit MLP.nvp".replace(" ", "_")).write_bytes(data)
+    points = [
+        nvp_point(label, f"{bits}-bit MLP", field, info, CodecOptions(mlp_bits=bits), video.frames, CHUNK, args.device,
+                  keep=args.output_dir / f"{args.method} {name} {bits}-bit MLP.nvp".replace(" ", "_"))
+        for bits in args.mlp_bits
+    ]
     uncompressed = mean_psnr(render_video(field, CHUNK), video.frames)
     print(label, *(f"{p.setting}: {p.bpp:.4f} bpp {p.psnr:.2f} dB" for p in points), flush=True)
     return RunResult(label, Path("-"), shape, uncompressed, raw_8bit_bytes(field), points, args.method, field_render(field))

@@ -78,12 +78,12 @@ def test_reference_quality_follows_crf(clip, tmp_path: Path) -> None:
     assert fine.bpp == fine.num_bytes * 8 / (6 * 36 * 44) and fine.setting == "crf 18" and fine.series == "x264 medium yuv420p"
 
 
-def test_nvp_point_scores_the_decoded_file_as_uint8_frames(clip) -> None:
+def test_nvp_point_scores_the_decoded_file_as_uint8_frames(clip, tmp_path: Path) -> None:
     shape = VideoShape(clip.num_frames, clip.height, clip.width)
     field = perturbed(TINY_CONFIG, shape)
     info = VideoInfo("nvp", clip.fps, SELECTION)
     options = CodecOptions(hash_bits=6)
-    point = nvp_point("nvp", "hash bits 6", field, info, options, clip.frames, 1 << 16)
+    point = nvp_point("nvp", "hash bits 6", field, info, options, clip.frames, 1 << 16, keep=tmp_path / "kept.nvp")
     # What nvp-compress writes and nvp-decompress renders from it.
     data = container.to_bytes(compress(field, info, options))
     decoded, decoded_info = decode(container.from_bytes(data, "clip.nvp"), "clip.nvp")
@@ -92,6 +92,7 @@ def test_nvp_point_scores_the_decoded_file_as_uint8_frames(clip) -> None:
     rendered = [torch.from_numpy(to_uint8(render_frame(decoded, i / last, clip.height, clip.width))) for i in range(clip.num_frames)]
     expected = sum(psnr(frame.float() / 255, truth.float() / 255) for frame, truth in zip(rendered, clip.frames)) / clip.num_frames
     assert point.num_bytes == len(data) and point.bpp == len(data) * 8 / (6 * 36 * 44)
+    assert (tmp_path / "kept.nvp").read_bytes() == data  # the file it scored, kept
     assert point.psnr == pytest.approx(expected, abs=1e-9)
     assert point.codecs == "webp 90 + ffv1 + range, 6-bit hashes, float16 MLP"
     assert min(point.encode_seconds, point.decode_seconds, point.render_seconds) > 0

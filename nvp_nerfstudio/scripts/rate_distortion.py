@@ -207,12 +207,23 @@ def describe(options: CodecOptions, field: VideoField) -> str:
 
 
 def nvp_point(
-    series: str, setting: str, field: VideoField, info: VideoInfo, options: CodecOptions, source: SourceFrames, chunk: int, device: str = "cpu"
+    series: str,
+    setting: str,
+    field: VideoField,
+    info: VideoInfo,
+    options: CodecOptions,
+    source: SourceFrames,
+    chunk: int,
+    device: str = "cpu",
+    keep: Optional[Path] = None,
 ) -> Point:
-    """Compress to bytes, decode those bytes to a field (nvp-decompress's path) on `device`, render it and score it."""
+    """Compress to bytes (written to `keep` if given), decode those bytes to a field (nvp-decompress's path) on
+    `device`, render it and score it."""
     start = time.perf_counter()
     data = container.to_bytes(compress(field, info, options))
     compressed_at = time.perf_counter()
+    if keep is not None:
+        keep.write_bytes(data)
     name = f"{series} ({setting})"
     decoded, _ = decode(container.from_bytes(data, name), name)
     decoded = decoded.to(device)

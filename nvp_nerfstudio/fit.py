@@ -139,13 +139,17 @@ def method_field(config: FitConfig) -> VideoFieldConfig:
     field_config = METHODS[config.method].field
     if field_config.rate is None or not has_rate_settings(config):
         return field_config
-    settings = (("lmbda", config.lmbda), ("target_bpp", config.target_bpp), ("ste_from", config.ste_from))
-    changes = {name: value for name, value in settings if value is not None}
-    return replace(field_config, rate=replace(field_config.rate, **changes))
+    return replace(field_config, rate=replace(field_config.rate, **rate_settings(config)))
+
+
+def rate_settings(config: FitConfig) -> dict[str, float]:
+    """The run's RateConfig settings that it gives (the method's own stand for the rest)."""
+    settings = {"lmbda": config.lmbda, "target_bpp": config.target_bpp, "ste_from": config.ste_from}
+    return {name: value for name, value in settings.items() if value is not None}
 
 
 def has_rate_settings(config: FitConfig) -> bool:
-    return config.lmbda is not None or config.target_bpp is not None or config.ste_from is not None
+    return bool(rate_settings(config))
 
 
 def build_field(config: FitConfig, shape: VideoShape) -> VideoField:

@@ -189,15 +189,15 @@ class LatentQuantiser(nn.Module):
         offset = int(torch.randint(size + 1, ()))
         return self.noise_pool[offset : offset + size].view_as(table)
 
-    def estimated_bits(self, grid: GridEncoding, count_rounded: bool) -> tuple[Tensor, float]:
+    def estimated_bits(self, grid: GridEncoding, count_rounded: bool) -> tuple[Tensor, float, float]:
         """Bits of the last training forward's symbols under the entropy models, from about RATE_SAMPLE of the
         coded entries: each level's share drawn uniformly from its coded rows and gathered in one indexing
         (whose gradient is one table); the rows never coded get no rate gradient (under noise it would walk
         each of them by about a learning rate a step, and the estimate would count them). And, if `count_rounded`
         (nan otherwise: it refits a model per level, which only rate control needs), without a gradient, the bits of
-        the same entries rounded: under the trained models while training reads noise, then as the file codes them
-        (latent_model.coded_bits). Under noise the two differ most where the rate is lowest: a symbol the model is
-        sure of costs about 0.15 bits with noise (the logistic's narrowest scale, 1/16) and next to none rounded."""
+        the same entries rounded: as the file codes them (latent_model.coded_bits), and under the trained models
+        alone. Under noise the two differ: the trained models are fitted to noisy symbols, and a symbol they are
+        sure of costs about 0.15 bits (the logistic's narrowest scale, 1/16) where the file codes it in next to none."""
         table, steps, noise = self.last
         if self.coded is None:
             self.coded = CodedRows(grid, table.device)
@@ -208,21 +208,16 @@ class LatentQuantiser(nn.Module):
         bits = self.model.row_bits(symbols, levels)
         total = (bits * weights).sum()
         if not count_rounded:
-            return total, math.nan
-        rounded, counts = 0.0, self.coded.counts
+            return total, math.nan, math.nan
+        as_coded, as_trained, counts = 0.0, 0.0, self.coded.counts
         with torch.no_grad():
-            # Under noise, as the trained model codes them: fitted to them, the early latents (all near zero) would
-            # cost next to nothing, and rate control's aim would start from there. Rounded, as the file codes them.
-            if noise is not None:
-                coded = torch.round(scaled)
-                trained = self.model.row_bits(coded, levels)
-            else:
-                coded, trained = symbols, bits
+            coded = torch.round(scaled) if noise is not None else symbols
+            trained = self.model.row_bits(coded, levels) if noise is not None else bits
             for coded_part, level_bits, size, count in zip(coded.split(counts), trained.split(counts), self.coded.sizes, counts):
                 if count:
-                    level_rounded = float(level_bits.sum()) if noise is not None else coded_bits(coded_part, level_bits.sum())
-                    rounded += level_rounded * (size / count)
-        return total, rounded
+                    as_coded += coded_bits(coded_part, level_bits.sum()) * (size / count)
+                    as_trained += float(level_bits.sum()) * (size / count)
+        return total, as_coded, as_trained
 
     def steps(self) -> Float[Tensor, "levels features"]:
         """Every level's step, computed in one place: evaluation and the file use these very float32 values."""
@@ -244,7 +239,9 @@ class RateState(nn.Module):
         self.register_buffer("progress", torch.tensor(0.0, dtype=torch.float64))
         """The fraction of the run done at the last training step (rate control paces lmbda by it)."""
         self.register_buffer("first_bpp", torch.tensor(0.0, dtype=torch.float64))
-        """The estimate at the run's first step, where rate control's aim starts (0 before it: an estimate never is)."""
+        """Where rate control's aim starts: the first step's estimate with the latents under the trained models (0 before
+        it: an estimate never is). As the file codes them, the near-zero early latents cost next to nothing, and an aim
+        starting there would hold lmbda at its floor while they grow."""
         self.estimated_bpp = float("nan")
         """The file's estimated bits per pixel at the last training step: the latents rounded, as coded."""
         self.mode: QuantiseMode = "noise"
@@ -376,8 +373,6 @@ def control(state: RateState, progress: float) -> None:
     state.progress.fill_(progress)
     if done <= 0 or not math.isfinite(state.estimated_bpp):
         return
-    if float(state.first_bpp) == 0.0:
-        state.first_bpp.fill_(state.estimated_bpp)
     config = state.config
     aim = config.target_bpp * (float(state.first_bpp) / config.target_bpp) ** max(0.0, 1.0 - progress / config.reach_at)
     error = max(-1.0, min(1.0, math.log(state.estimated_bpp / aim)))
@@ -394,6 +389,8 @@ def rate_loss(field: nn.Module) -> Optional[Tensor]:
     if state is None or not field.training:
         return None
     estimates = [grid.quantiser.estimated_bits(grid, count_rounded=state.config.target_bpp is not None) for grid in rate_grids(field)]
-    bpp = sum(bits for bits, _ in estimates) / state.pixels
-    state.estimated_bpp = (sum(rounded for _, rounded in estimates) + state.fixed_bits) / state.pixels
+    bpp = sum(bits for bits, _, _ in estimates) / state.pixels
+    state.estimated_bpp = (sum(as_coded for _, as_coded, _ in estimates) + state.fixed_bits) / state.pixels
+    if float(state.first_bpp) == 0.0 and math.isfinite(state.estimated_bpp):
+        state.first_bpp.fill_((sum(as_trained for _, _, as_trained in estimates) + state.fixed_bits) / state.pixels)
     return state.lmbda.float() * bpp

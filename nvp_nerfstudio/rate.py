@@ -4,8 +4,8 @@ Each grid gets a quantiser: per (level, channel) a learned step and an entropy m
 (compression/latent_model.py). Training reads the grid through it: symbols = latents / step plus uniform noise
 (the rate's stand-in for rounding), then, from `ste_from` of the run on, rounded with the identity's gradient;
 evaluation rounds. The loss adds lambda x the estimated bits per pixel of those symbols to the distortion, and
-with a `target_bpp` lambda follows the estimated size of the file, the symbols rounded (rate control, paced by
-the run and aimed along a path from the first step's size to the target). Wherever the latents are rounded, the
+with a `target_bpp` lambda follows the estimated size of the file, the symbols rounded (rate control, a step at a
+time, under a ceiling that falls from the first step's size to the target). Wherever the latents are rounded, the
 MLP is read at the bits the file stores it at (`read_as_stored`). The .nvp file stores exactly the rounded
 symbols, range-coded under the trained models, each step, and that MLP: a decoded field renders what the trained
 one renders in evaluation.
@@ -36,6 +36,10 @@ from nvp_nerfstudio.encodings.grid import GridEncoding
 # entropy model of every entry of a hash table. The estimate's cost follows this, not the batch: on a CPU, 2^16
 # left fewer steps in the same time and a worse point than 2^14 (docs/compression.md).
 RATE_SAMPLE = 1 << 14
+REFIT_EVERY = 16
+"""Rate control's estimate refits each level's model to its sampled symbols (latent_model.coded_bits) on one step in
+this many, and in between scales the bits under the trained models by the last refit's ratio: the refit cost a
+large share of each step, and the ratio moves slowly."""
 NOISE_POOL_SEED = 0x5EED
 """Seed of the generator the training noise's pool is drawn from (LatentQuantiser.uniform_noise): fixed, so that a
 resumed run rebuilds the pool it had."""
@@ -53,18 +57,20 @@ class RateConfig:
     target_bpp: Optional[float] = None
     """Rate control: lmbda is adapted every step so the estimated file size approaches this many bits per
     pixel (latents and the other tensors at mlp_bits); None keeps lmbda fixed."""
-    control_gain: float = 10.0
-    """How fast rate control raises lmbda while the estimate is above the rate it aims at: over a fraction p of
-    the run, by exp(gain x p x log(estimate / aim)), the log clamped to 1 (an integrator on log lmbda paced by
-    the run's length, so a long run does not wind lmbda up further than a short one)."""
-    release_gain: float = 25.0
-    """The same gain for lowering lmbda while the estimate is below the aim: faster, because a lmbda too high
-    shrinks the latents further than the optimiser soon undoes, while one too low only delays the rate's fall."""
+    control_gain: float = 0.02
+    """How fast rate control raises lmbda while the estimate is above its aim: by exp(gain x log(estimate / aim)) a
+    training step, the log clamped to 1. Paced by steps, not by the run's fraction, because the latents' rate answers
+    lmbda a step at a time at the optimiser's pace, however long the run: paced by the run, a long run's controller
+    trailed its latents (bikes 320x136, 3000 steps at 0.05 bpp: +38 %), a short run's overshot them."""
+    release_gain: float = 0.04
+    """The same gain for lowering lmbda while the estimate is below the target itself: faster, because a lmbda too
+    high shrinks the latents further than the optimiser soon undoes, while one too low only delays the rate's fall."""
     reach_at: float = 0.7
-    """Rate control aims at a rate that falls (or rises) geometrically from the first step's to the target
-    by this fraction of the run, then holds it: the latents' rate follows lmbda only at the optimiser's pace,
-    and an integrator aimed at the target from the first step winds lmbda up by orders of magnitude, collapses
-    the latents and leaves the file far below its target."""
+    """Rate control's aim is a ceiling that falls geometrically from the first step's size to the target by this
+    fraction of the run, then holds it: lmbda rises only while the estimate is above it, and falls only while the
+    estimate is below the target, so that a rate falling faster than the path is let fall (it reaches the target
+    sooner, with less of the run spent at a lmbda that is then released) and an early lmbda does not wind up while
+    the latents' rate follows it at the optimiser's pace."""
     lmbda_range: tuple[float, float] = (1e-6, 1e4)
     """Rate control keeps lmbda within these bounds (anti-windup: a target out of reach does not drive it on)."""
     ste_from: float = 0.85
@@ -163,6 +169,10 @@ class LatentQuantiser(nn.Module):
         """Set on a decoded field: its table already holds symbols x step, as the file stores them."""
         self.last: Optional[tuple[Tensor, Tensor, Optional[Tensor]]] = None
         """(table, steps, noise) of the last training forward, for its rate estimate."""
+        self.coded_ratios: list[float] = []
+        """Each level's bits as the file codes its sampled symbols over their bits under the trained model, at the
+        last refit (REFIT_EVERY)."""
+        self.estimates = 0
 
     def forward(self, table: Float[Tensor, "entries features"]) -> Float[Tensor, "entries features"]:
         if self.baked:
@@ -194,9 +204,9 @@ class LatentQuantiser(nn.Module):
         coded entries: each level's share drawn uniformly from its coded rows and gathered in one indexing
         (whose gradient is one table); the rows never coded get no rate gradient (under noise it would walk
         each of them by about a learning rate a step, and the estimate would count them). And, if `count_rounded`
-        (nan otherwise: it refits a model per level, which only rate control needs), without a gradient, the bits of
-        the same entries rounded: as the file codes them (latent_model.coded_bits), and under the trained models
-        alone. Under noise the two differ: the trained models are fitted to noisy symbols, and a symbol they are
+        (nan otherwise: only rate control needs them), without a gradient, the bits of the same entries rounded: as
+        the file codes them (latent_model.coded_bits, through the ratio of the last refit, REFIT_EVERY), and under the
+        trained models alone. Under noise the two differ: the trained models are fitted to noisy symbols, and a symbol they are
         sure of costs about 0.15 bits (the logistic's narrowest scale, 1/16) where the file codes it in next to none."""
         table, steps, noise = self.last
         if self.coded is None:
@@ -209,15 +219,20 @@ class LatentQuantiser(nn.Module):
         total = (bits * weights).sum()
         if not count_rounded:
             return total, math.nan, math.nan
-        as_coded, as_trained, counts = 0.0, 0.0, self.coded.counts
+        counts, refit = self.coded.counts, self.estimates % REFIT_EVERY == 0
+        self.estimates += 1
         with torch.no_grad():
             coded = torch.round(scaled) if noise is not None else symbols
             trained = self.model.row_bits(coded, levels) if noise is not None else bits
-            for coded_part, level_bits, size, count in zip(coded.split(counts), trained.split(counts), self.coded.sizes, counts):
-                if count:
-                    as_coded += coded_bits(coded_part, level_bits.sum()) * (size / count)
-                    as_trained += float(level_bits.sum()) * (size / count)
-        return total, as_coded, as_trained
+            sampled = [part.sum() for part in trained.split(counts)]
+            if refit:
+                self.coded_ratios = [
+                    coded_bits(part, bits) / float(bits) if count and bits > 0 else 1.0
+                    for part, bits, count in zip(coded.split(counts), sampled, counts)
+                ]
+        level_bits = [float(bits) * (size / count) if count else 0.0 for bits, size, count in zip(sampled, self.coded.sizes, counts)]
+        as_coded = sum(bits * ratio for bits, ratio in zip(level_bits, self.coded_ratios))
+        return total, as_coded, sum(level_bits)
 
     def steps(self) -> Float[Tensor, "levels features"]:
         """Every level's step, computed in one place: evaluation and the file use these very float32 values."""
@@ -237,11 +252,11 @@ class RateState(nn.Module):
         level's section stores besides its symbols."""
         self.register_buffer("lmbda", torch.tensor(config.lmbda, dtype=torch.float64))
         self.register_buffer("progress", torch.tensor(0.0, dtype=torch.float64))
-        """The fraction of the run done at the last training step (rate control paces lmbda by it)."""
+        """The fraction of the run done at the last training step (rate control's aim follows it)."""
         self.register_buffer("first_bpp", torch.tensor(0.0, dtype=torch.float64))
         """Where rate control's aim starts: the first step's estimate with the latents under the trained models (0 before
         it: an estimate never is). As the file codes them, the near-zero early latents cost next to nothing, and an aim
-        starting there would hold lmbda at its floor while they grow."""
+        starting there would wind lmbda up while they grow."""
         self.estimated_bpp = float("nan")
         """The file's estimated bits per pixel at the last training step: the latents rounded, as coded."""
         self.mode: QuantiseMode = "noise"
@@ -368,17 +383,22 @@ def as_trained(field: nn.Module, tensors: list[tuple[str, Tensor]], mlp_bits: in
 
 
 def control(state: RateState, progress: float) -> None:
-    """Move lmbda toward the target by the last step's estimate, in proportion to the run done since then."""
-    done = progress - float(state.progress)
+    """Move lmbda toward the target by the last step's estimate: once a training step (no step since the last call,
+    no move)."""
+    stepped = progress > float(state.progress)
     state.progress.fill_(progress)
-    if done <= 0 or not math.isfinite(state.estimated_bpp):
+    if not stepped or not math.isfinite(state.estimated_bpp):
         return
-    config = state.config
+    config, estimate = state.config, state.estimated_bpp
     aim = config.target_bpp * (float(state.first_bpp) / config.target_bpp) ** max(0.0, 1.0 - progress / config.reach_at)
-    error = max(-1.0, min(1.0, math.log(state.estimated_bpp / aim)))
+    if estimate > aim:
+        error, gain = min(1.0, math.log(estimate / aim)), config.control_gain
+    elif estimate < config.target_bpp:
+        error, gain = max(-1.0, math.log(estimate / config.target_bpp)), config.release_gain
+    else:
+        return
     low, high = config.lmbda_range
-    gain = config.control_gain if error > 0 else config.release_gain
-    state.lmbda.mul_(math.exp(gain * done * error)).clamp_(low, high)
+    state.lmbda.mul_(math.exp(gain * error)).clamp_(low, high)
 
 
 def rate_loss(field: nn.Module) -> Optional[Tensor]:

@@ -266,26 +266,38 @@ def test_simulated_quantisation_has_the_gradients_of_its_formula(with_noise: boo
         assert torch.allclose(got, want, rtol=1e-12, atol=1e-15)
 
 
-def test_rate_control_moves_lambda_toward_the_target_by_the_run_done_and_within_its_bounds() -> None:
+def test_rate_control_moves_lambda_a_step_at_a_time_toward_the_target_under_its_ceiling_and_within_its_bounds() -> None:
     torch.manual_seed(0)
     xyt = torch.rand(256, 3)
-    for target, direction in ((1e-9, 1), (1e9, -1)):
-        config = RateConfig(lmbda=1e-2, target_bpp=target, control_gain=10.0, release_gain=20.0, lmbda_range=(1e-4, 1e-1))
-        gain = config.control_gain if direction > 0 else config.release_gain
-        field = replace(NVP_C, rate=replace(config, target_bpp=None)).setup(shape=VideoShape(4, 16, 24)).train()
-        field.rate.config = config  # a target out of reach of this tiny clip, which setup refuses: the controller alone
+    config = RateConfig(lmbda=1e-2, control_gain=0.5, release_gain=1.0, reach_at=0.5, lmbda_range=(1e-4, 1e-1))
+    field = replace(NVP_C, rate=config).setup(shape=VideoShape(4, 16, 24)).train()
+    field(xyt)
+    field.rate.config = replace(config, target_bpp=1.0)  # the estimate is made for rate control only
+    rate_loss(field)
+    estimate = field.rate.estimated_bpp
+    # Targets out of reach of this tiny clip, which setup refuses: the controller alone. From below and from above,
+    # and one under the estimate whose ceiling, falling from the first step's size, is still over it.
+    for target, first, direction in ((estimate / 1e9, estimate / 1e9, 1), (estimate * 1e9, estimate * 1e9, -1), (estimate / 4, estimate * 1e3, 0)):
+        field.rate.config = replace(config, target_bpp=target)
+        field.rate.first_bpp.fill_(first)
+        field.rate.lmbda.fill_(1e-2)
+        field.rate.progress.fill_(0.0)
         lmbdas = []
-        for progress in (0.0, 0.1, 0.1, 0.15, 1.0):
+        for progress in (0.1, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 1.0):
             set_training_progress(field, progress)
             lmbdas.append(float(field.rate.lmbda))
             field(xyt)
             rate_loss(field)
-        # Unmoved before the first estimate and when no run was done since the last step; else toward the target,
-        # by exp(gain x the fraction of the run done) this far from it, and no further than its bounds.
-        assert lmbdas[0] == 1e-2 and lmbdas[2] == lmbdas[1]
-        assert lmbdas[1] == pytest.approx(1e-2 * math.exp(gain * 0.1 * direction))
-        assert lmbdas[3] == pytest.approx(lmbdas[2] * math.exp(gain * 0.05 * direction))
-        assert lmbdas[4] == config.lmbda_range[1 if direction > 0 else 0]
+        # Once a step, by exp(gain) this far from the target (the log clamped to 1), whatever part of the run the
+        # step is; unmoved when no step was made since the last call, and while the estimate is between the target
+        # and its ceiling; no further than the bounds.
+        gain = {1: config.control_gain, -1: config.release_gain, 0: 0.0}[direction]
+        assert lmbdas[0] == pytest.approx(1e-2 * math.exp(gain * direction)) and lmbdas[1] == lmbdas[0]
+        assert lmbdas[2] == pytest.approx(lmbdas[1] * math.exp(gain * direction))
+        if direction:
+            assert lmbdas[-1] == config.lmbda_range[1 if direction > 0 else 0]
+        else:
+            assert lmbdas == [1e-2] * len(lmbdas[:-1]) + [lmbdas[-1]] and lmbdas[-1] > 1e-2  # past reach_at the ceiling is the target
 
 
 def test_a_rate_target_sizes_the_field_down_and_one_below_the_smallest_field_is_refused() -> None:

@@ -173,6 +173,7 @@ class LatentQuantiser(nn.Module):
         """Each level's bits as the file codes its sampled symbols over their bits under the trained model, at the
         last refit (REFIT_EVERY)."""
         self.estimates = 0
+        """Rounded estimates made: the refit falls on the first and every REFIT_EVERY-th after."""
 
     def forward(self, table: Float[Tensor, "entries features"]) -> Float[Tensor, "entries features"]:
         if self.baked:
@@ -205,9 +206,10 @@ class LatentQuantiser(nn.Module):
         (whose gradient is one table); the rows never coded get no rate gradient (under noise it would walk
         each of them by about a learning rate a step, and the estimate would count them). And, if `count_rounded`
         (nan otherwise: only rate control needs them), without a gradient, the bits of the same entries rounded: as
-        the file codes them (latent_model.coded_bits, through the ratio of the last refit, REFIT_EVERY), and under the
-        trained models alone. Under noise the two differ: the trained models are fitted to noisy symbols, and a symbol they are
-        sure of costs about 0.15 bits (the logistic's narrowest scale, 1/16) where the file codes it in next to none."""
+        the file codes them (latent_model.coded_bits, through the ratio of the last refit, REFIT_EVERY), and under
+        the trained models alone. Under noise the two differ: the trained models are fitted to noisy symbols, and a
+        symbol they are sure of costs about 0.15 bits (the logistic's narrowest scale, 1/16) where the file codes it
+        in next to none."""
         table, steps, noise = self.last
         if self.coded is None:
             self.coded = CodedRows(grid, table.device)

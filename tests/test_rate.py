@@ -297,7 +297,7 @@ def test_rate_control_moves_lambda_a_step_at_a_time_toward_the_target_under_its_
         if direction:
             assert lmbdas[-1] == config.lmbda_range[1 if direction > 0 else 0]
         else:
-            assert lmbdas == [1e-2] * len(lmbdas[:-1]) + [lmbdas[-1]] and lmbdas[-1] > 1e-2  # past reach_at the ceiling is the target
+            assert lmbdas[:-1] == [1e-2] * (len(lmbdas) - 1) and lmbdas[-1] > 1e-2  # past reach_at the ceiling is the target
 
 
 def test_a_rate_target_sizes_the_field_down_and_one_below_the_smallest_field_is_refused() -> None:

@@ -26,7 +26,7 @@ from nvp_nerfstudio.fields.base import VideoField, VideoFieldConfig, VideoShape
 from nvp_nerfstudio.fields.modulated_mlp import ModulatedSirenConfig
 from nvp_nerfstudio.methods import ADAM_BETAS, ADAM_EPS, ADAM_WEIGHT_DECAY, METHODS
 from nvp_nerfstudio.metrics import psnr
-from nvp_nerfstudio.rate import parameter_groups, rate_loss, set_training_progress
+from nvp_nerfstudio.rate import parameter_groups, rate_loss, set_training_progress, target_miss
 from nvp_nerfstudio.rendering import render_frame
 
 CONSOLE = Console()
@@ -353,6 +353,9 @@ class TimedRun:
                     f"{self.config.method}: PSNR {point['psnr']:.2f} dB after {self.trained:.0f} s ({self.steps} steps of {self.batch}), "
                     f"mean of {len(frames)} frames"
                 )
+                miss = target_miss(self.field_module)
+                if miss is not None:
+                    CONSOLE.print(miss, style="yellow", markup=False, soft_wrap=True)
             self.points.append(point)
             self.next_eval += self.config.eval_every
 

@@ -43,6 +43,9 @@ large share of each step, and the ratio moves slowly."""
 NOISE_POOL_SEED = 0x5EED
 """Seed of the generator the training noise's pool is drawn from (LatentQuantiser.uniform_noise): fixed, so that a
 resumed run rebuilds the pool it had."""
+TARGET_TOLERANCE = 0.1
+"""Rate control has reached its target when the file's estimated size at the run's end is within this fraction of
+it; further off, the run ends with a warning (`target_miss`)."""
 LEVEL_OVERHEAD = 58
 """Bytes a latent level's section takes besides its symbols, steps and model (nvp-c on bikes at 320x136:
 file size less the estimate over 44 levels, 86 bytes a level, of which the steps and model are 28)."""
@@ -401,6 +404,35 @@ def control(state: RateState, progress: float) -> None:
         return
     low, high = config.lmbda_range
     state.lmbda.mul_(math.exp(gain * error)).clamp_(low, high)
+
+
+def rate_metrics(field: nn.Module) -> dict[str, float]:
+    """What a training step of a field under rate control shows of it: the file's estimated bits per pixel at the
+    last step, and lmbda (empty for other fields and before the first estimate)."""
+    state = getattr(field, "rate", None)
+    if state is None or state.config.target_bpp is None or not math.isfinite(state.estimated_bpp):
+        return {}
+    return {"estimated_bpp": state.estimated_bpp, "lmbda": float(state.lmbda)}
+
+
+def target_miss(field: nn.Module) -> Optional[str]:
+    """A warning line for a run whose rate control ended further than TARGET_TOLERANCE from its target, with why and
+    what to do (None when it did not, or had no target): a missed target is otherwise silent until the file is
+    written."""
+    metrics = rate_metrics(field)
+    if not metrics:
+        return None
+    config, estimate = field.rate.config, metrics["estimated_bpp"]
+    off = estimate / config.target_bpp - 1.0
+    if abs(off) <= TARGET_TOLERANCE:
+        return None
+    low, high = config.lmbda_range
+    if metrics["lmbda"] <= low or metrics["lmbda"] >= high:
+        why = f"lmbda is at its bound ({metrics['lmbda']:g}): the target is beyond this field's reach; set another target"
+    else:
+        why = "lmbda had not settled when the run ended (the rate follows it over hundreds of steps): train more steps"
+    side = "below" if off < 0 else "above"
+    return f"warning: rate control ended at {estimate:.4g} bpp (the file's estimate), {100 * abs(off):.0f} % {side} its target of {config.target_bpp:g} bpp: {why}"
 
 
 def rate_loss(field: nn.Module) -> Optional[Tensor]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN_ARGS, run_command
 
 from nvp_nerfstudio.compression import container, latent_coder
 from nvp_nerfstudio.compression.container import CompressedFileError
@@ -18,7 +20,19 @@ from nvp_nerfstudio.data.video import FrameSelection, VideoSource
 from nvp_nerfstudio.fields.base import VideoShape
 from nvp_nerfstudio.fit import FitConfig, psnr_against_time
 from nvp_nerfstudio.methods import METHODS, NVP_C
-from nvp_nerfstudio.rate import FIXED_SHARE, CodedRows, RateConfig, SimulatedQuantisation, fixed_bpp, quantisers, rate_loss, set_training_progress
+from nvp_nerfstudio.rate import (
+    FIXED_SHARE,
+    TARGET_TOLERANCE,
+    CodedRows,
+    RateConfig,
+    SimulatedQuantisation,
+    fixed_bpp,
+    quantisers,
+    rate_loss,
+    rate_metrics,
+    set_training_progress,
+    target_miss,
+)
 from nvp_nerfstudio.rendering import field_frames
 
 SOURCE = VideoSource("sample:carphone", downscale=2, max_frames=8)
@@ -298,6 +312,48 @@ def test_rate_control_moves_lambda_a_step_at_a_time_toward_the_target_under_its_
             assert lmbdas[-1] == config.lmbda_range[1 if direction > 0 else 0]
         else:
             assert lmbdas[:-1] == [1e-2] * (len(lmbdas) - 1) and lmbdas[-1] > 1e-2  # past reach_at the ceiling is the target
+
+
+def test_a_run_that_ends_off_its_rate_target_says_so_in_one_line_with_why(capsys) -> None:
+    video = SOURCE.load()
+    # 20 steps leave lambda far from settled: the estimate ends well below a target of 50 bpp.
+    config = FitConfig(method="nvp-c", device="cpu", steps=20, train_batch=2048, eval_every=float("inf"), target_bpp=50.0)
+    _, field = psnr_against_time(config, video, VideoShape(video.num_frames, video.height, video.width))
+    estimate = field.rate.estimated_bpp
+    assert rate_metrics(field) == {"estimated_bpp": estimate, "lmbda": float(field.rate.lmbda)} and estimate < 45.0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: rate control ended at {estimate:.4g} bpp (the file's estimate), {100 * (1 - estimate / 50):.0f} % below its "
+        "target of 50 bpp: lmbda had not settled when the run ended (the rate follows it over hundreds of steps): train more steps"
+    ]
+    # Within TARGET_TOLERANCE no warning; lmbda at a bound names the target as out of the field's reach.
+    field.rate.config = replace(field.rate.config, target_bpp=estimate * (1 + TARGET_TOLERANCE * 0.9))
+    assert target_miss(field) is None
+    field.rate.config = replace(field.rate.config, target_bpp=estimate / (1 + TARGET_TOLERANCE * 1.1))
+    assert "above its target" in target_miss(field) and "train more steps" in target_miss(field)
+    field.rate.lmbda.fill_(field.rate.config.lmbda_range[1])
+    assert target_miss(field).endswith(f"lmbda is at its bound ({field.rate.config.lmbda_range[1]:g}): the target is beyond this field's reach; set another target")
+    # A run without a target has nothing to miss, and no rate to show.
+    field.rate.config = replace(field.rate.config, target_bpp=None)
+    assert target_miss(field) is None and rate_metrics(field) == {}
+
+
+def test_ns_train_logs_the_estimated_size_and_lambda_under_rate_control_and_warns_of_a_missed_target(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = run_command(
+        "ns-train", "nvp-c", "--data", "sample:carphone", *TINY_RUN_ARGS, "--max-num-iterations", "12", "--logging.steps-per-log", "5",
+        "--pipeline.model.field.rate.target-bpp", "50", "--output-dir", str(tmp_path / "out"), cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (events,) = tmp_path.glob("out/*/nvp-c/*/events.out.tfevents.*")
+    logged = EventAccumulator(str(events)).Reload()
+    for name in ("estimated_bpp", "lmbda"):
+        values = [event.value for event in logged.Scalars(f"Train Metrics Dict/{name}")]
+        assert [event.step for event in logged.Scalars(f"Train Metrics Dict/{name}")] == [5, 10] and all(v > 0 for v in values)
+    # 12 steps are far too few for lmbda to settle: one warning line, after training.
+    (warning,) = [line for line in result.stdout.splitlines() if line.startswith("warning: rate control ended at")]
+    assert warning.endswith("train more steps") and result.stdout.index(warning) > result.stdout.index("Training Finished")
 
 
 def test_a_rate_target_sizes_the_field_down_and_one_below_the_smallest_field_is_refused() -> None:

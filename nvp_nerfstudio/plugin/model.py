@@ -27,7 +27,7 @@ from nvp_nerfstudio.fit import training_losses
 from nvp_nerfstudio.metrics import LpipsWeightsError, frame_metrics, psnr
 from nvp_nerfstudio.plugin import set_up_process
 from nvp_nerfstudio.plugin.viewer import MAX_STILL_RENDER_SIDE, VideoViewerControl, rendering_still_view, uninterrupted
-from nvp_nerfstudio.rate import parameter_groups, set_training_progress
+from nvp_nerfstudio.rate import parameter_groups, rate_metrics, set_training_progress, target_miss
 
 
 def pixels_read(centres: Float[Tensor, "n"], size: int) -> Tuple[int, int]:
@@ -84,8 +84,14 @@ class VideoModel(Model):
         return [
             TrainingCallback(
                 [TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], lambda step: set_training_progress(self.field, step / total)
-            )
+            ),
+            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN], lambda step: self.warn_of_a_missed_target()),
         ]
+
+    def warn_of_a_missed_target(self) -> None:
+        miss = target_miss(self.field)
+        if miss is not None:
+            CONSOLE.print(miss, style="yellow", markup=False, soft_wrap=True)
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         return parameter_groups(self.field)
@@ -265,7 +271,9 @@ class VideoModel(Model):
 
     def get_metrics_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         image = batch["image"].to(self.device)
-        return {"psnr": torch.tensor(psnr(outputs["rgb"].detach().clamp(0, 1), image))}
+        # Under rate control, the file's estimated size and lmbda as the last training step left them.
+        rate = rate_metrics(self.field) if self.training else {}
+        return {"psnr": torch.tensor(psnr(outputs["rgb"].detach().clamp(0, 1), image)), **{name: torch.tensor(value) for name, value in rate.items()}}
 
     def get_loss_dict(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor], metrics_dict: Dict[str, Tensor] | None = None

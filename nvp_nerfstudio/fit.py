@@ -106,6 +106,13 @@ def training_losses(field_module: VideoField, prediction: torch.Tensor, target: 
     return losses
 
 
+def warn_of_a_missed_target(field_module: VideoField) -> None:
+    """The end of a run under rate control: one warning line if it ended off its target (rate.target_miss)."""
+    miss = target_miss(field_module)
+    if miss is not None:
+        CONSOLE.print(miss, style="yellow", markup=False, soft_wrap=True)
+
+
 def is_cuda(config: FitConfig) -> bool:
     return torch.device(config.device).type == "cuda"
 
@@ -353,9 +360,7 @@ class TimedRun:
                     f"{self.config.method}: PSNR {point['psnr']:.2f} dB after {self.trained:.0f} s ({self.steps} steps of {self.batch}), "
                     f"mean of {len(frames)} frames"
                 )
-                miss = target_miss(self.field_module)
-                if miss is not None:
-                    CONSOLE.print(miss, style="yellow", markup=False, soft_wrap=True)
+                warn_of_a_missed_target(self.field_module)
             self.points.append(point)
             self.next_eval += self.config.eval_every
 

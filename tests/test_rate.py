@@ -349,8 +349,8 @@ def test_ns_train_logs_the_estimated_size_and_lambda_under_rate_control_and_warn
     (events,) = tmp_path.glob("out/*/nvp-c/*/events.out.tfevents.*")
     logged = EventAccumulator(str(events)).Reload()
     for name in ("estimated_bpp", "lmbda"):
-        values = [event.value for event in logged.Scalars(f"Train Metrics Dict/{name}")]
-        assert [event.step for event in logged.Scalars(f"Train Metrics Dict/{name}")] == [5, 10] and all(v > 0 for v in values)
+        scalars = logged.Scalars(f"Train Metrics Dict/{name}")
+        assert [event.step for event in scalars] == [5, 10] and all(event.value > 0 for event in scalars)
     # 12 steps are far too few for lmbda to settle: one warning line, after training.
     (warning,) = [line for line in result.stdout.splitlines() if line.startswith("warning: rate control ended at")]
     assert warning.endswith("train more steps") and result.stdout.index(warning) > result.stdout.index("Training Finished")

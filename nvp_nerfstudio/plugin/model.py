@@ -23,11 +23,11 @@ from nvp_nerfstudio.data.fingerprint import SourceFingerprint
 from nvp_nerfstudio.data.video import VideoInputError
 from nvp_nerfstudio.fields.base import VideoFieldConfig, VideoShape, pixel_coordinates
 from nvp_nerfstudio.fields.nvp import NVPFieldConfig
-from nvp_nerfstudio.fit import training_losses
+from nvp_nerfstudio.fit import training_losses, warn_of_a_missed_target
 from nvp_nerfstudio.metrics import LpipsWeightsError, frame_metrics, psnr
 from nvp_nerfstudio.plugin import set_up_process
 from nvp_nerfstudio.plugin.viewer import MAX_STILL_RENDER_SIDE, VideoViewerControl, rendering_still_view, uninterrupted
-from nvp_nerfstudio.rate import parameter_groups, rate_metrics, set_training_progress, target_miss
+from nvp_nerfstudio.rate import parameter_groups, rate_metrics, set_training_progress
 
 
 def pixels_read(centres: Float[Tensor, "n"], size: int) -> Tuple[int, int]:
@@ -85,13 +85,8 @@ class VideoModel(Model):
             TrainingCallback(
                 [TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], lambda step: set_training_progress(self.field, step / total)
             ),
-            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN], lambda step: self.warn_of_a_missed_target()),
+            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN], lambda step: warn_of_a_missed_target(self.field)),
         ]
-
-    def warn_of_a_missed_target(self) -> None:
-        miss = target_miss(self.field)
-        if miss is not None:
-            CONSOLE.print(miss, style="yellow", markup=False, soft_wrap=True)
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         return parameter_groups(self.field)
